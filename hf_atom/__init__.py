@@ -1,0 +1,35 @@
+# Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
+"""hf_atom: atom modeling (Tuan, Chiu & Wang, arXiv 2210.03728) for Hugging Face Transformers."""
+
+__version__ = "0.1.0"
+
+from .configuration import CHARGE_CONSTRAINTS, POSITION_NORMS, AtomConfig
+from .heads import AtomHead
+from .loss import (
+    STEP_MODES,
+    TOKEN_REDUCTIONS,
+    AtomLoss,
+    AtomLossOutput,
+    AtomSummaries,
+    atom_loss,
+    atom_summaries,
+    charge_target_penalty,
+    pair_energy_matrix,
+)
+
+__all__ = [
+    "__version__",
+    "AtomConfig",
+    "AtomHead",
+    "AtomLoss",
+    "AtomLossOutput",
+    "AtomSummaries",
+    "atom_loss",
+    "atom_summaries",
+    "charge_target_penalty",
+    "pair_energy_matrix",
+    "STEP_MODES",
+    "TOKEN_REDUCTIONS",
+    "POSITION_NORMS",
+    "CHARGE_CONSTRAINTS",
+]

@@ -1,0 +1,87 @@
+"""AtomConfig validation and serialisation; the atom head (Eq. 6, 12, D3b)."""
+
+import math
+
+import pytest
+import torch
+
+from hf_atom import AtomConfig, AtomHead
+
+
+def test_defaults_are_valid_and_round_trip():
+    config = AtomConfig()
+    assert config.step == "opposite" and config.token_reduction == "mean" and config.softening > 0
+    assert AtomConfig.from_dict(config.to_dict()) == config
+    changed = config.replace(weight=0.5, norm_ord=1)
+    assert changed.weight == 0.5 and changed.norm_ord == 1.0 and config.weight == 0.1
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"weight": -0.1}, "weight"),
+        ({"weight": float("nan")}, "weight"),
+        ({"softening": 0}, "softening"),
+        ({"step": "both"}, "step"),
+        ({"token_reduction": "median"}, "token_reduction"),
+        ({"norm_ord": 0.5}, "norm_ord"),
+        ({"position_norm": "ball"}, "position_norm.*sphere"),
+        ({"charge_constraint": "l1"}, "charge_constraint"),
+        ({"charge_target": 2.0}, "charge_target"),
+        ({"charge_weight": -1.0}, "charge_weight"),
+        ({"position_dim": 0}, "position_dim"),
+        ({"hidden_layer": "last"}, "hidden_layer"),
+    ],
+)
+def test_invalid_config_raises(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        AtomConfig(**kwargs)
+    with pytest.raises(ValueError, match=match):
+        AtomConfig().replace(**kwargs)
+
+
+def test_from_dict_rejects_unknown_fields():
+    with pytest.raises(ValueError, match="Unknown AtomConfig field"):
+        AtomConfig.from_dict({"lambda": 0.1})
+
+
+def test_head_shapes_and_ranges():
+    head = AtomHead(hidden_size=16, position_dim=5, position_norm="none")
+    q, p = head(torch.randn(3, 7, 16) * 10)
+    assert q.shape == (3, 7) and p.shape == (3, 7, 5)
+    assert q.abs().max() <= 1.0
+
+
+def test_importance_head_never_starts_at_zero():
+    head = AtomHead(hidden_size=64, position_dim=8)
+    assert head.importance.weight.abs().sum() > 0
+    q, _ = head(torch.randn(4, 10, 64))
+    # charges start spread out, not collapsed at 0 (ATOM_SPEC D3e)
+    assert q.abs().mean() > 0.2
+
+
+@pytest.mark.parametrize("position_norm", ["sphere", "layernorm"])
+def test_position_normalisation(position_norm):
+    head = AtomHead(hidden_size=8, position_dim=6, position_norm=position_norm)
+    _, p = head(torch.randn(2, 3, 8))
+    if position_norm == "sphere":
+        assert torch.allclose(p.norm(dim=-1), torch.ones(2, 3), atol=1e-5)
+    else:
+        assert torch.allclose(p.mean(-1), torch.zeros(2, 3), atol=1e-5)
+        assert torch.allclose(p.var(-1, unbiased=False), torch.ones(2, 3), atol=1e-3)
+
+
+def test_head_rejects_bad_arguments():
+    with pytest.raises(ValueError, match="position_norm"):
+        AtomHead(4, 4, position_norm="cube")
+    with pytest.raises(ValueError, match="position_dim"):
+        AtomHead(4, 0)
+
+
+def test_q_is_eq_6():
+    head = AtomHead(hidden_size=4, position_dim=2)
+    hidden = torch.randn(2, 3, 4)
+    q, _ = head(hidden)
+    logits = hidden @ head.importance.weight.T + head.importance.bias
+    assert torch.allclose(q, 2 * torch.sigmoid(logits.squeeze(-1)) - 1)
+    assert not math.isnan(q.sum().item())
