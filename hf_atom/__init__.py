@@ -5,6 +5,7 @@ __version__ = "0.1.0"
 
 from .configuration import CHARGE_CONSTRAINTS, POSITION_NORMS, AtomConfig
 from .heads import AtomHead
+from .importance import TokenImportance
 from .loss import (
     STEP_MODES,
     TOKEN_REDUCTIONS,
@@ -16,6 +17,20 @@ from .loss import (
     charge_target_penalty,
     pair_energy_matrix,
 )
+from .modeling import (
+    ATOM_OUTPUT_KEYS,
+    AtomMixin,
+    AutoAtomModel,
+    AutoAtomModelForCausalLM,
+    AutoAtomModelForImageClassification,
+    AutoAtomModelForMaskedLM,
+    AutoAtomModelForSequenceClassification,
+    AutoAtomModelForTokenClassification,
+    atom_class_for,
+    with_atom,
+)
+from .peft_utils import get_peft_model
+from .tokens import AtomTokens, feature_widths, select_tokens
 
 __all__ = [
     "__version__",
@@ -32,4 +47,19 @@ __all__ = [
     "TOKEN_REDUCTIONS",
     "POSITION_NORMS",
     "CHARGE_CONSTRAINTS",
+    "ATOM_OUTPUT_KEYS",
+    "AtomMixin",
+    "AtomTokens",
+    "AutoAtomModel",
+    "AutoAtomModelForCausalLM",
+    "AutoAtomModelForImageClassification",
+    "AutoAtomModelForMaskedLM",
+    "AutoAtomModelForSequenceClassification",
+    "AutoAtomModelForTokenClassification",
+    "TokenImportance",
+    "atom_class_for",
+    "feature_widths",
+    "get_peft_model",
+    "select_tokens",
+    "with_atom",
 ]

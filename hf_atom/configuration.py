@@ -25,8 +25,11 @@ class AtomConfig:
     Args:
         weight (`float`, defaults to 0.1):
             lambda in `loss = task_loss + lambda * L_A` (D6). 0 trains the plain model (the baseline).
+        input_dim (`int`, *optional*):
+            h, the width of the token features the heads read. Resolved from the model's config when the heads
+            are attached (and then stored); set it for models whose width cannot be read from the config.
         position_dim (`int`, *optional*):
-            D, the width of the positions p (Eq. 12). Defaults to the model's hidden size, as in the paper.
+            D, the width of the positions p (Eq. 12). Defaults to h, as in the paper (P: R^h -> R^h).
         softening (`float`, defaults to 0.1):
             Plummer length eps of s(d) = sqrt(d^2 + eps^2) (D3a, ours). Must be > 0.
         step (`str`, defaults to `"opposite"`):
@@ -52,6 +55,7 @@ class AtomConfig:
     """
 
     weight: float = 0.1
+    input_dim: Optional[int] = None
     position_dim: Optional[int] = None
     softening: float = 0.1
     step: str = "opposite"
@@ -70,10 +74,10 @@ class AtomConfig:
             raise ValueError(
                 f"`weight` (lambda) must be a number >= 0, got {self.weight!r}. Use 0 for the baseline, e.g. 0.1 for atom modeling."
             )
-        if self.position_dim is not None and (
-            isinstance(self.position_dim, bool) or not isinstance(self.position_dim, int) or self.position_dim < 1
-        ):
-            raise ValueError(f"`position_dim` must be a positive integer or None (the hidden size), got {self.position_dim!r}.")
+        for name in ("input_dim", "position_dim"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"`{name}` must be a positive integer or None (the model's hidden size), got {value!r}.")
         validate_loss_settings(self.softening, self.step, self.token_reduction, self.norm_ord)
         self.softening = float(self.softening)
         self.norm_ord = float(self.norm_ord)
