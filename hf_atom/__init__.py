@@ -31,6 +31,8 @@ from .modeling import (
 )
 from .peft_utils import get_peft_model
 from .tokens import AtomTokens, feature_widths, select_tokens
+from .trainer import AtomTrainer
+from .training_args import AtomTrainingArguments
 
 __all__ = [
     "__version__",
@@ -50,6 +52,8 @@ __all__ = [
     "ATOM_OUTPUT_KEYS",
     "AtomMixin",
     "AtomTokens",
+    "AtomTrainer",
+    "AtomTrainingArguments",
     "AutoAtomModel",
     "AutoAtomModelForCausalLM",
     "AutoAtomModelForImageClassification",

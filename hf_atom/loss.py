@@ -49,6 +49,7 @@ __all__ = [
     "atom_loss",
     "atom_summaries",
     "pair_energy_matrix",
+    "masked_pair_energies",
     "charge_target_penalty",
     "validate_loss_settings",
 ]
@@ -243,6 +244,7 @@ class AtomLossOutput:
             pairs with an invalid sample.
         pair_distances (`torch.Tensor` of shape `(batch, batch)`): dbar_AB (Eq. 7).
         mu (`torch.Tensor` of shape `(batch, dim)`), r, s_plus, s_minus, n_tokens, valid: the per-sample summaries.
+        pair_mask (`torch.Tensor` of shape `(batch, batch)`, bool): the ordered pairs that entered the mean.
         num_pairs (`torch.Tensor`, scalar): number of unordered pairs that entered the mean.
         charge_penalty (`torch.Tensor`, scalar, *optional*): the anti-collapse term, when requested (not part of `loss`).
     """
@@ -256,21 +258,52 @@ class AtomLossOutput:
     s_minus: torch.Tensor
     n_tokens: torch.Tensor
     valid: torch.Tensor
+    pair_mask: torch.Tensor
     num_pairs: torch.Tensor
     charge_penalty: Optional[torch.Tensor] = None
+
+
+def masked_pair_energies(
+    rows: AtomSummaries,
+    cols: AtomSummaries,
+    same_sample: torch.Tensor,
+    *,
+    softening: float,
+    step: str,
+    token_reduction: str,
+    norm_ord: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Pair energies with the excluded pairs (a sample with itself, or with an invalid sample) set to 0.
+
+    Args:
+        same_sample (`torch.Tensor` of shape `(R, C)`, bool): true where row and column are the same sample.
+
+    Returns:
+        `tuple(torch.Tensor)`: energies `(R, C)`, distances dbar `(R, C)` and the pair mask `(R, C)`.
+    """
+    energies, dbar = pair_energy_matrix(
+        rows, cols, softening=softening, step=step, token_reduction=token_reduction, norm_ord=norm_ord
+    )
+    pair_mask = ~same_sample & rows.valid[:, None] & cols.valid[None, :]
+    # where (not multiply) so an inf/NaN in an excluded pair can never leak into the sum or its gradient.
+    energies = torch.where(pair_mask, energies, torch.zeros_like(energies))
+    return energies, dbar, pair_mask
 
 
 def _loss_from_summaries(
     summaries: AtomSummaries, softening: float, step: str, token_reduction: str, norm_ord: float
 ) -> AtomLossOutput:
-    energies, dbar = pair_energy_matrix(
-        summaries, summaries, softening=softening, step=step, token_reduction=token_reduction, norm_ord=norm_ord
+    batch = summaries.mu.shape[0]
+    same_sample = torch.eye(batch, dtype=torch.bool, device=summaries.mu.device)
+    energies, dbar, pair_mask = masked_pair_energies(
+        summaries,
+        summaries,
+        same_sample,
+        softening=softening,
+        step=step,
+        token_reduction=token_reduction,
+        norm_ord=norm_ord,
     )
-    batch = energies.shape[0]
-    off_diagonal = ~torch.eye(batch, dtype=torch.bool, device=energies.device)
-    pair_mask = off_diagonal & summaries.valid[:, None] & summaries.valid[None, :]
-    # where (not multiply) so an inf/NaN in an excluded pair can never leak into the sum or its gradient.
-    energies = torch.where(pair_mask, energies, torch.zeros_like(energies))
     num_ordered = pair_mask.sum()
     # The energy is symmetric: the mean over unordered pairs equals the mean over ordered ones.
     loss = energies.sum() / num_ordered.clamp(min=1).to(energies.dtype)
@@ -284,6 +317,7 @@ def _loss_from_summaries(
         s_minus=summaries.s_minus,
         n_tokens=summaries.n_tokens,
         valid=summaries.valid,
+        pair_mask=pair_mask,
         num_pairs=num_ordered // 2,
     )
 

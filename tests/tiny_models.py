@@ -96,3 +96,52 @@ FAMILIES = {
     "resnet": Family("resnet", resnet, lambda: image_inputs(32), 16, 12, T.AutoModelForImageClassification),
     "convnext": Family("convnext", convnext, lambda: image_inputs(32), 16, 12, T.AutoModelForImageClassification),
 }
+
+
+class ListDataset(torch.utils.data.Dataset):
+    def __init__(self, rows):
+        self.rows = rows
+
+    def __len__(self):
+        return len(self.rows)
+
+    def __getitem__(self, index):
+        return self.rows[index]
+
+
+def text_dataset(size=16, length=8, num_labels=3, seed=0):
+    """Token-id samples with variable length (right padding) and labels that depend on the first token."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(size):
+        n = int(torch.randint(3, length + 1, (1,), generator=generator))
+        ids = torch.zeros(length, dtype=torch.long)
+        ids[:n] = torch.randint(3, VOCAB, (n,), generator=generator)
+        mask = (torch.arange(length) < n).long()
+        rows.append({"input_ids": ids, "attention_mask": mask, "labels": int(ids[0]) % num_labels})
+    return ListDataset(rows)
+
+
+def bert_no_dropout():
+    model = bert()
+    model.config.hidden_dropout_prob = 0.0
+    config = model.config
+    config.attention_probs_dropout_prob = 0.0
+    config.hidden_dropout_prob = 0.0
+    return T.BertForSequenceClassification(config)
+
+
+def lm_dataset(size=8, length=8, seed=0):
+    """Equal-length causal-LM samples (labels = input ids): every micro-batch has the same number of label tokens."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for _ in range(size):
+        ids = torch.randint(3, VOCAB, (length,), generator=generator)
+        rows.append({"input_ids": ids, "attention_mask": torch.ones(length, dtype=torch.long), "labels": ids.clone()})
+    return ListDataset(rows)
+
+
+def gpt2_no_dropout():
+    model = gpt2()
+    model.config.resid_pdrop = model.config.embd_pdrop = model.config.attn_pdrop = 0.0
+    return T.GPT2LMHeadModel(model.config)
