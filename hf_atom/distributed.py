@@ -9,6 +9,7 @@ single-process loss on the concatenated batch (tested with 2 gloo processes).
 
 from __future__ import annotations
 
+import warnings
 from typing import Optional
 
 import torch
@@ -47,7 +48,10 @@ def gather_summaries(local: AtomSummaries, group: Optional[dist.ProcessGroup] = 
         differentiable = torch.nn.functional.pad(differentiable, (0, 0, 0, padded - batch))
         bookkeeping = torch.nn.functional.pad(bookkeeping, (0, 0, 0, padded - batch))
 
-    gathered = torch.cat(differentiable_all_gather(differentiable, group=group), dim=0)
+    with warnings.catch_warnings():
+        # Deprecated in favour of a private API (torch.distributed._functional_collectives); still the public one.
+        warnings.simplefilter("ignore", FutureWarning)
+        gathered = torch.cat(differentiable_all_gather(differentiable, group=group), dim=0)
     books = [torch.empty_like(bookkeeping) for _ in range(world_size)]
     dist.all_gather(books, bookkeeping.contiguous(), group=group)
     books = torch.cat(books, dim=0)
