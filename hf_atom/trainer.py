@@ -214,6 +214,7 @@ class AtomTrainer(Trainer):
                 1.0 - positive - negative,
                 (parts.pair_distances.detach() * parts.pair_mask).sum() / pair_count,
                 (parts.r.detach() * parts.valid).sum() / valid_samples,
+                torch.tensor(float(q.shape[0]), device=q.device),  # batch size: weights eval averages
             ]
         )
         self._atom_metrics[mode].append(row)
@@ -221,19 +222,26 @@ class AtomTrainer(Trainer):
     # -- logging, evaluation, saving ------------------------------------------------------------------------
 
     def log(self, logs: dict[str, float], start_time: Optional[float] = None) -> None:
-        mode = "eval" if any(key.startswith("eval_") for key in logs) else "train"
+        # evaluate() logs in eval mode, with its metric_key_prefix (eval_, test_, ...) on every key
+        mode = "train" if self.model.training else "eval"
+        prefix = ""
+        if mode == "eval":
+            prefix = next((key[: -len("runtime")] for key in logs if key.endswith("_runtime")), "eval_")
         rows = self._atom_metrics[mode]
         if rows:
             stacked = torch.stack(rows)
-            summary = torch.cat([stacked.mean(dim=0), stacked[:, 3].min()[None]])
+            # Train: the mean over steps, like Trainer's loss. Eval: the mean over samples, like eval_loss.
+            weights = stacked[:, -1] if mode == "eval" else torch.ones_like(stacked[:, -1])
+            means = (stacked[:, :-1] * weights[:, None]).sum(dim=0) / weights.sum()
+            summary = torch.cat([means, stacked[:, 3].min()[None]])
             if self.accelerator.num_processes > 1:
                 summary = self.accelerator.reduce(summary, reduction="mean")
             values = summary.tolist()
-            prefix = "eval_" if mode == "eval" else ""
             logs.update({prefix + name: round(value, 6) for name, value in zip(METRIC_NAMES, values)})
             if mode == "train":
                 logs["atom_weight"] = self.args.atom_weight_at(self.state.global_step)
-            if values[-1] == 0 and not self._warned_no_pairs:
+            # A short last eval batch is expected; a training micro-batch without pairs is worth one warning.
+            if mode == "train" and values[-1] == 0 and not self._warned_no_pairs:
                 self._warned_no_pairs = True
                 logger.warning(
                     "A micro-batch had fewer than two samples with valid tokens: its atomic loss is 0 (ATOM_SPEC D4). "
@@ -241,6 +249,11 @@ class AtomTrainer(Trainer):
                 )
             rows.clear()
         super().log(logs, start_time)
+
+    def predict(self, *args, **kwargs):
+        output = super().predict(*args, **kwargs)
+        self._atom_metrics["eval"].clear()  # predict() does not log: its statistics must not reach the next eval
+        return output
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
         # The atom outputs never reach compute_metrics, whatever the config or the caller's ignore_keys say.
