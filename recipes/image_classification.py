@@ -47,7 +47,7 @@ class ModelArguments:
         default="vit",
         metadata={"help": "From-scratch model when no model is given.", "choices": list(SCRATCH_ARCHITECTURES)},
     )
-    image_size: int = field(default=32, metadata={"help": "Input size of a from-scratch model (pixels)."})
+    image_size: int = field(default=16, metadata={"help": "Input size of a from-scratch model (pixels); the ViT uses 8x8 patches of it."})
 
 
 @dataclass
