@@ -26,6 +26,7 @@ class TokenImportance:
         input_ids (`torch.Tensor`, *optional*): text: the token ids, aligned with `q`.
         offsets (`torch.Tensor` of shape `(batch, tokens, 2)`, *optional*): text: character spans from the
             tokenizer's `offset_mapping`.
+        logits (`torch.Tensor`, *optional*): the model's task logits for the same forward pass.
     """
 
     q: torch.Tensor
@@ -35,6 +36,7 @@ class TokenImportance:
     num_prefix_tokens: int = 0
     input_ids: Optional[torch.Tensor] = None
     offsets: Optional[torch.Tensor] = None
+    logits: Optional[torch.Tensor] = None
 
     @property
     def is_image(self) -> bool:

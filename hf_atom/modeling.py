@@ -251,6 +251,7 @@ class AtomMixin:
             num_prefix_tokens=tokens.num_prefix_tokens,
             input_ids=None if input_ids is None else input_ids.cpu(),
             offsets=None if offsets is None else torch.as_tensor(offsets).cpu(),
+            logits=outputs["logits"].float().cpu() if "logits" in outputs else None,
         )
 
 

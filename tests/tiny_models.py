@@ -145,3 +145,21 @@ def gpt2_no_dropout():
     model = gpt2()
     model.config.resid_pdrop = model.config.embd_pdrop = model.config.attn_pdrop = 0.0
     return T.GPT2LMHeadModel(model.config)
+
+
+WORDS = ["the", "cat", "sat", "on", "mat", "a", "dog", "ran", "far", "away", "green", "ideas", "sleep", "."]
+
+
+def tiny_tokenizer():
+    """A real fast WordPiece tokenizer over a tiny vocabulary ([CLS] text [SEP], offsets available)."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    vocab = {token: i for i, token in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS])}
+    backend = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
+    )
+    return T.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
+                                     cls_token="[CLS]", sep_token="[SEP]")
