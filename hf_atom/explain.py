@@ -22,7 +22,7 @@ from .importance import TokenImportance
 from .modeling import AutoAtomModel
 from .visualize import render_image_importance, render_text_importance, text_importance_html
 
-__all__ = ["Explanation", "Explainer", "IMAGE_EXTENSIONS", "text_pieces"]
+__all__ = ["Explanation", "Explainer", "IMAGE_EXTENSIONS", "text_pieces", "write_index"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -204,7 +204,7 @@ class Explainer:
                 else:
                     texts.append(item)
             explanations = self.explain_texts(texts, out_dir)
-        _write_index(explanations, out_dir)
+        write_index(explanations, out_dir)
         return explanations
 
 
@@ -212,7 +212,8 @@ def _page(body: str) -> str:
     return f'<!doctype html><html><head><meta charset="utf-8"><title>hf_atom token importance</title></head><body>{body}</body></html>'
 
 
-def _write_index(explanations: list[Explanation], out_dir: str) -> None:
+def write_index(explanations: list[Explanation], out_dir: str) -> None:
+    """Writes `index.html` in `out_dir`, showing every explanation's picture with its source and prediction."""
     items = []
     for explanation in explanations:
         png = next((f for f in explanation.files if f.endswith(".png")), None)

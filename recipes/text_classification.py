@@ -199,7 +199,9 @@ def build_model_and_tokenizer(model_args: ModelArguments, labels: list[str]):
         model_args.model_name_or_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
         label2id={label: i for i, label in enumerate(labels)}, pad_token_id=tokenizer.pad_token_id,
     )
-    model = AutoModelForSequenceClassification.from_pretrained(model_args.model_name_or_path, config=config)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True  # a new classifier head
+    )
     return model, tokenizer
 
 
