@@ -360,3 +360,28 @@ def test_model_without_hidden_states_raises_clearly():
     atom = with_atom(NoHiddenStatesModel(NoHiddenStatesConfig()), AtomConfig(input_dim=4))
     with pytest.raises(ValueError, match="returned no `hidden_states`.*token_selector"):
         atom(input_ids=torch.ones(2, 3, dtype=torch.long))
+
+
+def test_push_to_hub_uploads_heads_and_settings(tmp_path, monkeypatch):
+    """push_to_hub goes through save_pretrained: the uploaded folder is a full atom checkpoint (Hub calls faked)."""
+    import shutil
+    import types
+
+    import transformers.utils.hub as hub
+
+    uploaded = tmp_path / "uploaded"
+    monkeypatch.setattr(hub, "hf_api", lambda: types.SimpleNamespace(
+        create_repo=lambda repo_id, **kwargs: types.SimpleNamespace(repo_id=repo_id)))
+    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *a, **k: types.SimpleNamespace(
+        save=lambda path: open(path, "w").write("card")))
+
+    def fake_upload(self, folder, repo_id, **kwargs):
+        shutil.copytree(folder, uploaded)
+        return repo_id
+
+    monkeypatch.setattr(T.PreTrainedModel, "_upload_modified_files", fake_upload, raising=False)
+    _, atom = build_pair(FAMILIES["bert"], AtomConfig(position_dim=3))
+    assert atom.push_to_hub("someone/atom-bert") == "someone/atom-bert"
+    reloaded = AutoAtomModel.from_pretrained(uploaded)
+    assert reloaded.atom_head.position.out_features == 3
+    assert torch.equal(reloaded.atom_head.importance.weight, atom.atom_head.importance.weight)
