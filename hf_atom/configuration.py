@@ -8,7 +8,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
-from .loss import STEP_MODES, TOKEN_REDUCTIONS, validate_loss_settings
+from .loss import STEP_MODES, TOKEN_REDUCTIONS, AtomLoss, validate_loss_settings
 
 POSITION_NORMS = ("sphere", "layernorm", "none")
 CHARGE_CONSTRAINTS = ("target_abs", "none")
@@ -115,3 +115,8 @@ class AtomConfig:
     @property
     def uses_charge_constraint(self) -> bool:
         return self.charge_constraint != "none" and self.charge_weight > 0
+
+    def loss_module(self, with_charge_penalty: bool = True) -> AtomLoss:
+        """An `AtomLoss` with these loss settings (and the charge target, if the constraint is on)."""
+        charge_target = self.charge_target if with_charge_penalty and self.uses_charge_constraint else None
+        return AtomLoss(self.softening, self.step, self.token_reduction, self.norm_ord, charge_target)

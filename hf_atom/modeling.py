@@ -25,7 +25,6 @@ from transformers.utils import ModelOutput
 from .configuration import AtomConfig
 from .heads import AtomHead
 from .importance import TokenImportance
-from .loss import AtomLoss
 from .tokens import AtomTokens, TokenSelector, feature_widths, select_tokens
 
 __all__ = [
@@ -185,12 +184,6 @@ class AtomMixin:
     def atom_config(self) -> AtomConfig:
         """The atom settings of this model (stored on `config.atom_config`)."""
         return AtomConfig.from_dict(self.config.atom_config)
-
-    def atom_loss_module(self) -> AtomLoss:
-        """An `AtomLoss` with this model's loss settings."""
-        config = self.atom_config
-        charge_target = config.charge_target if config.uses_charge_constraint else None
-        return AtomLoss(config.softening, config.step, config.token_reduction, config.norm_ord, charge_target)
 
     # -- forward -------------------------------------------------------------------------------------------
 

@@ -28,7 +28,7 @@ from transformers import Trainer
 from transformers.utils import logging
 
 from .distributed import cross_process_atom_loss, is_distributed
-from .loss import AtomLoss, charge_target_penalty
+from .loss import charge_target_penalty
 from .model_card import write_model_card
 from .modeling import ATOM_OUTPUT_KEYS, AtomMixin, with_atom
 from .tokens import TokenSelector
@@ -101,8 +101,8 @@ class AtomTrainer(Trainer):
         super().__init__(model, args, *trainer_args, model_init=model_init, **kwargs)
         # Per-micro-batch mean losses, scaled for accumulation by training_step (see the module docstring).
         self.model_accepts_loss_kwargs = False
-        config = self.args.atom_config
-        self.atom_loss_fn = AtomLoss(config.softening, config.step, config.token_reduction, config.norm_ord)
+        self.atom_config = self.args.atom_config  # the loss settings, validated once
+        self.atom_loss_fn = self.atom_config.loss_module(with_charge_penalty=False)  # the charge term is added here
         self._atom_metrics: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
         self._warned_no_pairs = False
 
@@ -173,7 +173,7 @@ class AtomTrainer(Trainer):
         else:
             parts = self.atom_loss_fn.loss_from_summaries(summaries)
             atom_objective = parts.loss
-        config = self.args.atom_config
+        config = self.atom_config
         if config.uses_charge_constraint:
             charge = charge_target_penalty(q, mask, target=config.charge_target)
             atom_objective = atom_objective + config.charge_weight * charge

@@ -85,3 +85,12 @@ def test_q_is_eq_6():
     logits = hidden @ head.importance.weight.T + head.importance.bias
     assert torch.allclose(q, 2 * torch.sigmoid(logits.squeeze(-1)) - 1)
     assert not math.isnan(q.sum().item())
+
+
+def test_loss_module_follows_the_config():
+    config = AtomConfig(softening=0.3, step="literal", token_reduction="sum", norm_ord=1.0, charge_target=0.4)
+    module = config.loss_module()
+    assert (module.softening, module.step, module.token_reduction, module.norm_ord) == (0.3, "literal", "sum", 1.0)
+    assert module.charge_target == 0.4
+    assert config.loss_module(with_charge_penalty=False).charge_target is None
+    assert config.replace(charge_constraint="none").loss_module().charge_target is None
