@@ -54,11 +54,15 @@ def test_cross_process_gradient_equals_single_process(tmp_path):
 
 
 @pytest.mark.slow
-def test_accelerate_launch_two_processes_trains_and_saves(tmp_path):
-    accelerate = Path(sys.executable).with_name("accelerate")
-    config = REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"
-    command = [str(accelerate), "launch", "--config_file", str(config), str(SCRIPTS / "train_tiny.py"),
-               "--output_dir", str(tmp_path), "--atom_gather_across_processes", "true"]
+@pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
+def test_two_process_launch_trains_and_saves(tmp_path, launcher):
+    script = [str(SCRIPTS / "train_tiny.py"), "--output_dir", str(tmp_path), "--atom_gather_across_processes", "true"]
+    if launcher == "accelerate":
+        config = REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"
+        command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(config), *script]
+    else:
+        command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port",
+                   str(free_port()), *script]
     env = {**os.environ, "MASTER_PORT": str(free_port()),
            "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS.parent)])}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)

@@ -158,6 +158,18 @@ def test_logs_and_clean_eval_predictions(tmp_path):
     assert isinstance(output.predictions, np.ndarray) and output.predictions.shape == (12, 3)
 
 
+def test_bf16_mixed_precision_trains_with_float32_atom_loss(tmp_path):
+    args = arguments(AtomTrainingArguments, tmp_path, max_steps=3, bf16=True, atom_weight=0.5)
+    model = seeded(bert)
+    before = backbone_state(model)
+    trainer = AtomTrainer(model=model, args=args, train_dataset=text_dataset(12))
+    trainer.train()
+    logs = [log for log in trainer.state.log_history if "atom_loss" in log]
+    assert len(logs) == 3 and all(np.isfinite(log["loss"]) and log["atom_loss"] > 0 for log in logs)
+    after = backbone_state(model)
+    assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
 def test_charge_constraint_can_be_switched_off(tmp_path):
     args = arguments(AtomTrainingArguments, tmp_path, max_steps=1, atom_charge_constraint="none")
     trainer = AtomTrainer(model=seeded(bert), args=args, train_dataset=text_dataset(8))
