@@ -11,7 +11,7 @@ OUTPUT_DIR ?= outputs/main_job
 export HF_HUB_OFFLINE ?= 1
 export TOKENIZERS_PARALLELISM ?= false
 
-.PHONY: setup run test test-fast clean
+.PHONY: setup run test test-fast lint clean
 
 setup: $(STAMP)
 
@@ -30,6 +30,10 @@ test: setup
 
 test-fast: setup
 	$(BIN)/python -m pytest -q -m "not slow" tests
+
+lint: setup
+	$(BIN)/ruff check hf_atom recipes benchmarks tests
+	$(BIN)/ruff format --check hf_atom recipes benchmarks tests
 
 clean:
 	rm -rf $(VENV) outputs build *.egg-info

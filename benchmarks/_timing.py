@@ -16,8 +16,9 @@ def synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def median_ms(fn: Callable[[], object], device: torch.device, *, warmup: int = 3, repeats: int = 20,
-              max_seconds: float = 20.0) -> float:
+def median_ms(
+    fn: Callable[[], object], device: torch.device, *, warmup: int = 3, repeats: int = 20, max_seconds: float = 20.0
+) -> float:
     """Median wall time of `fn()` in milliseconds (synchronised on CUDA), after warm-up."""
     for _ in range(warmup):
         fn()

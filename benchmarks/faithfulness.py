@@ -80,8 +80,15 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def image_study(model_dir: str, pets_dir: str, split_seed: int, ks: list[int], draws: int, seed: int,
-                max_samples: int | None = None) -> dict:
+def image_study(
+    model_dir: str,
+    pets_dir: str,
+    split_seed: int,
+    ks: list[int],
+    draws: int,
+    seed: int,
+    max_samples: int | None = None,
+) -> dict:
     from PIL import Image
     from transformers import AutoImageProcessor
 
@@ -101,8 +108,11 @@ def image_study(model_dir: str, pets_dir: str, split_seed: int, ks: list[int], d
         outputs = model(pixel_values=pixels, output_attentions=True)
         prefix = outputs.attentions[-1].shape[-1] - rows * cols
         attention = outputs.attentions[-1][0, :, 0, prefix:].mean(0).numpy()
-        labels = trimap_patch_labels(os.path.join(pets_dir, "trimaps", os.path.splitext(os.path.basename(path))[0] + ".png"),
-                                     processor, (rows, cols))
+        labels = trimap_patch_labels(
+            os.path.join(pets_dir, "trimaps", os.path.splitext(os.path.basename(path))[0] + ".png"),
+            processor,
+            (rows, cols),
+        )
         for name, scores in (("abs_q", abs_q), ("cls_attention", attention), ("random", rng.random(rows * cols))):
             per_image[name].append(auroc(scores, labels))
             pointing[name].append(float(labels[int(np.argmax(scores))] == 1))
@@ -111,35 +121,54 @@ def image_study(model_dir: str, pets_dir: str, split_seed: int, ks: list[int], d
         predicted = int(probabilities.argmax())
         patch_h, patch_w = (int(c) for c in importance.cell_size)
 
-        def masked_probability(patches: np.ndarray) -> tuple[float, bool]:
+        def masked_probability(
+            patches: np.ndarray,
+            pixels=pixels,
+            predicted=predicted,
+            cols=cols,
+            cell=(patch_h, patch_w),
+            probabilities=probabilities,
+        ) -> tuple[float, bool]:
             masked = pixels.clone()
+            height, width = cell
             for patch in patches:
                 r, c = divmod(int(patch), cols)
-                masked[..., r * patch_h : (r + 1) * patch_h, c * patch_w : (c + 1) * patch_w] = 0.0
+                masked[..., r * height : (r + 1) * height, c * width : (c + 1) * width] = 0.0
             probs = model(pixel_values=masked).logits.softmax(-1)[0]
             return float(probabilities[predicted] - probs[predicted]), int(probs.argmax()) != predicted
 
         order = np.argsort(-abs_q)
         for k in ks:
             deletion[k]["top_abs_q"].append(masked_probability(order[:k]))
-            deletion[k]["random"].append(np.mean([masked_probability(rng.choice(rows * cols, k, replace=False))
-                                                  for _ in range(draws)], axis=0).tolist())
+            deletion[k]["random"].append(
+                np.mean(
+                    [masked_probability(rng.choice(rows * cols, k, replace=False)) for _ in range(draws)], axis=0
+                ).tolist()
+            )
     return {
         "model": model_dir,
         "images": len(paths),
         "auroc_mean": {name: float(np.nanmean(v)) for name, v in per_image.items()},
         "auroc_std": {name: float(np.nanstd(v)) for name, v in per_image.items()},
         "pointing_game": {name: float(np.mean(v)) for name, v in pointing.items()},
-        "deletion": {str(k): {name: {"probability_drop": float(np.mean([d for d, _ in v])),
-                                     "prediction_changed": float(np.mean([f for _, f in v]))}
-                              for name, v in runs.items()} for k, runs in deletion.items()},
+        "deletion": {
+            str(k): {
+                name: {
+                    "probability_drop": float(np.mean([d for d, _ in v])),
+                    "prediction_changed": float(np.mean([f for _, f in v])),
+                }
+                for name, v in runs.items()
+            }
+            for k, runs in deletion.items()
+        },
         "patches": rows * cols,
     }
 
 
 @torch.no_grad()
-def text_study(model_dir: str, text_file: str, fraction: float, draws: int, seed: int,
-               max_samples: int | None = None) -> dict:
+def text_study(
+    model_dir: str, text_file: str, fraction: float, draws: int, seed: int, max_samples: int | None = None
+) -> dict:
     from transformers import AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
@@ -158,7 +187,9 @@ def text_study(model_dir: str, text_file: str, fraction: float, draws: int, seed
         candidates = torch.nonzero(~special).flatten().numpy()
         k = max(1, int(round(fraction * len(candidates))))
 
-        def masked_probability(positions: np.ndarray) -> tuple[float, bool]:
+        def masked_probability(
+            positions: np.ndarray, encoded=encoded, predicted=predicted, probabilities=probabilities
+        ) -> tuple[float, bool]:
             ids = encoded["input_ids"].clone()
             ids[0, positions] = replacement
             probs = model(input_ids=ids, attention_mask=encoded["attention_mask"]).logits.softmax(-1)[0]
@@ -166,11 +197,23 @@ def text_study(model_dir: str, text_file: str, fraction: float, draws: int, seed
 
         scores = importance.q[0].abs().numpy()[candidates]
         results["top_abs_q"].append(masked_probability(candidates[np.argsort(-scores)[:k]]))
-        results["random"].append(np.mean([masked_probability(rng.choice(candidates, k, replace=False))
-                                          for _ in range(draws)], axis=0).tolist())
-    return {"model": model_dir, "texts": len(texts), "fraction_masked": fraction,
-            "deletion": {name: {"probability_drop": float(np.mean([d for d, _ in v])),
-                                "prediction_changed": float(np.mean([f for _, f in v]))} for name, v in results.items()}}
+        results["random"].append(
+            np.mean(
+                [masked_probability(rng.choice(candidates, k, replace=False)) for _ in range(draws)], axis=0
+            ).tolist()
+        )
+    return {
+        "model": model_dir,
+        "texts": len(texts),
+        "fraction_masked": fraction,
+        "deletion": {
+            name: {
+                "probability_drop": float(np.mean([d for d, _ in v])),
+                "prediction_changed": float(np.mean([f for _, f in v])),
+            }
+            for name, v in results.items()
+        },
+    }
 
 
 def main() -> None:
@@ -180,29 +223,47 @@ def main() -> None:
     parser.add_argument("--split_seed", type=int, default=0)
     parser.add_argument("--ks", type=int, nargs="+", default=[16, 64])
     parser.add_argument("--text_model", nargs="*", default=[], help="Text atom model folder(s).")
-    parser.add_argument("--text_file", default=os.path.join(ROOT, "..", "shared", "data", "poem_sentiment", "test.tsv"))
+    parser.add_argument(
+        "--text_file", default=os.path.join(ROOT, "..", "shared", "data", "poem_sentiment", "test.tsv")
+    )
     parser.add_argument("--text_fraction", type=float, default=0.2)
     parser.add_argument("--draws", type=int, default=5, help="Random draws averaged per sample.")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max_samples", type=int, default=None, help="Only the first N test images / texts.")
-    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "faithfulness.json"))
+    parser.add_argument(
+        "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "faithfulness.json")
+    )
     args = parser.parse_args()
     torch.manual_seed(args.seed)
-    report = {"image": [image_study(m, args.pets_dir, args.split_seed, args.ks, args.draws, args.seed, args.max_samples) for m in args.image_model],
-              "text": [text_study(m, args.text_file, args.text_fraction, args.draws, args.seed, args.max_samples) for m in args.text_model]}
+    report = {
+        "image": [
+            image_study(m, args.pets_dir, args.split_seed, args.ks, args.draws, args.seed, args.max_samples)
+            for m in args.image_model
+        ],
+        "text": [
+            text_study(m, args.text_file, args.text_fraction, args.draws, args.seed, args.max_samples)
+            for m in args.text_model
+        ],
+    }
     for study in report["image"]:
-        print(f"\nLocalisation on pets3 test ({study['images']} images, {study['patches']} patches): {study['model']}\n")
+        print(
+            f"\nLocalisation on pets3 test ({study['images']} images, {study['patches']} patches): {study['model']}\n"
+        )
         print("| patch score | AUROC vs trimap (mean ± std over images) | pointing game |")
         print("| --- | --- | --- |")
         for name in study["auroc_mean"]:
-            print(f"| {name} | {study['auroc_mean'][name]:.3f} ± {study['auroc_std'][name]:.3f} | {study['pointing_game'][name]:.3f} |")
+            print(
+                f"| {name} | {study['auroc_mean'][name]:.3f} ± {study['auroc_std'][name]:.3f} | {study['pointing_game'][name]:.3f} |"
+            )
         print("\n| patches masked | by | mean drop of predicted-class probability | predictions changed |")
         print("| --- | --- | --- | --- |")
         for k, runs in study["deletion"].items():
             for name, values in runs.items():
                 print(f"| {k} | {name} | {values['probability_drop']:.4f} | {values['prediction_changed']:.3f} |")
     for study in report["text"]:
-        print(f"\nDeletion on {study['texts']} texts, {study['fraction_masked']:.0%} of tokens -> [MASK]: {study['model']}\n")
+        print(
+            f"\nDeletion on {study['texts']} texts, {study['fraction_masked']:.0%} of tokens -> [MASK]: {study['model']}\n"
+        )
         print("| tokens masked by | mean drop of predicted-class probability | predictions changed |")
         print("| --- | --- | --- |")
         for name, values in study["deletion"].items():

@@ -71,8 +71,12 @@ def main() -> None:
     parser.add_argument("--batch_sizes", type=int, nargs="+")
     parser.add_argument("--tokens", type=int, default=197)
     parser.add_argument("--dim", type=int)
-    parser.add_argument("--naive_max_batch", type=int, default=None,
-                        help="Skip the naive loop above this batch size (default: 32 on CPU, 256 on CUDA).")
+    parser.add_argument(
+        "--naive_max_batch",
+        type=int,
+        default=None,
+        help="Skip the naive loop above this batch size (default: 32 on CPU, 256 on CUDA).",
+    )
     parser.add_argument("--naive_max_gb", type=float, default=2.0)
     parser.add_argument("--no_compile", action="store_true")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
@@ -89,8 +93,9 @@ def main() -> None:
         "factorised": lambda q, p, m: hf_atom.atom_loss(q, p, m, softening=SOFTENING),
     }
     if not args.no_compile:
-        variants["compiled"] = torch.compile(lambda q, p, m: hf_atom.atom_loss(q, p, m, softening=SOFTENING),
-                                             dynamic=False)
+        variants["compiled"] = torch.compile(
+            lambda q, p, m: hf_atom.atom_loss(q, p, m, softening=SOFTENING), dynamic=False
+        )
 
     rows = []
     for batch in batch_sizes:
@@ -107,8 +112,18 @@ def main() -> None:
             slow = name.startswith("naive")
             ms = median_ms(step, device, warmup=1 if slow else 5, repeats=5 if slow else 50)
             memory = peak_mb(step, device) if name != "compiled" or cuda else float("nan")
-            rows.append({"batch": batch, "tokens": args.tokens, "dim": dim, "variant": name, "ms": ms,
-                         "peak_mib": memory, "loss": value, "abs_diff_vs_first": abs(value - reference)})
+            rows.append(
+                {
+                    "batch": batch,
+                    "tokens": args.tokens,
+                    "dim": dim,
+                    "variant": name,
+                    "ms": ms,
+                    "peak_mib": memory,
+                    "loss": value,
+                    "abs_diff_vs_first": abs(value - reference),
+                }
+            )
             print(f"B={batch:4d} {name:17s} {ms:10.3f} ms  peak {memory:9.2f} MiB  loss {value:.6g}", flush=True)
 
     print(f"\nAtomic loss forward+backward, N={args.tokens}, D={dim}, {device_name(device)}\n")
@@ -117,8 +132,10 @@ def main() -> None:
     for row in rows:
         naive = next((r["ms"] for r in rows if r["batch"] == row["batch"] and r["variant"] == "naive_loop"), None)
         speedup = f"{naive / row['ms']:.0f}x" if naive else "n/a"
-        print(f"| {row['batch']} | {row['variant']} | {row['ms']:.3f} | {speedup} | {row['peak_mib']:.2f} | "
-              f"{row['abs_diff_vs_first']:.1e} |")
+        print(
+            f"| {row['batch']} | {row['variant']} | {row['ms']:.3f} | {speedup} | {row['peak_mib']:.2f} | "
+            f"{row['abs_diff_vs_first']:.1e} |"
+        )
     os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, f"loss_speed_{device.type}.json")
     with open(path, "w") as handle:

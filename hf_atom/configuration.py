@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Optional
 
-from .loss import STEP_MODES, TOKEN_REDUCTIONS, AtomLoss, validate_loss_settings
+from .loss import AtomLoss, validate_loss_settings
 
 POSITION_NORMS = ("sphere", "layernorm", "none")
 CHARGE_CONSTRAINTS = ("target_abs", "none")
@@ -77,7 +77,9 @@ class AtomConfig:
         for name in ("input_dim", "position_dim"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"`{name}` must be a positive integer or None (the model's hidden size), got {value!r}.")
+                raise ValueError(
+                    f"`{name}` must be a positive integer or None (the model's hidden size), got {value!r}."
+                )
         validate_loss_settings(self.softening, self.step, self.token_reduction, self.norm_ord)
         self.softening = float(self.softening)
         self.norm_ord = float(self.norm_ord)
@@ -85,13 +87,17 @@ class AtomConfig:
         if self.position_norm not in POSITION_NORMS:
             raise ValueError(f"`position_norm` must be one of {POSITION_NORMS}, got {self.position_norm!r}.")
         if self.charge_constraint not in CHARGE_CONSTRAINTS:
-            raise ValueError(f"`charge_constraint` must be one of {CHARGE_CONSTRAINTS}, got {self.charge_constraint!r}.")
+            raise ValueError(
+                f"`charge_constraint` must be one of {CHARGE_CONSTRAINTS}, got {self.charge_constraint!r}."
+            )
         if not isinstance(self.charge_target, (int, float)) or not 0.0 <= self.charge_target <= 1.0:
             raise ValueError(f"`charge_target` must be in [0, 1] (a mean |q|), got {self.charge_target!r}.")
         if not isinstance(self.charge_weight, (int, float)) or not self.charge_weight >= 0:
             raise ValueError(f"`charge_weight` must be a number >= 0, got {self.charge_weight!r}.")
         if isinstance(self.hidden_layer, bool) or not isinstance(self.hidden_layer, int):
-            raise ValueError(f"`hidden_layer` must be an integer index into hidden_states (e.g. -1), got {self.hidden_layer!r}.")
+            raise ValueError(
+                f"`hidden_layer` must be an integer index into hidden_states (e.g. -1), got {self.hidden_layer!r}."
+            )
 
     # Serialisation: the settings travel on the model's config as a plain dict (`config.atom_config`).
     def to_dict(self) -> dict[str, Any]:

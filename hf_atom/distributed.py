@@ -25,7 +25,9 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
-def gather_summaries(local: AtomSummaries, group: Optional[dist.ProcessGroup] = None) -> tuple[AtomSummaries, torch.Tensor]:
+def gather_summaries(
+    local: AtomSummaries, group: Optional[dist.ProcessGroup] = None
+) -> tuple[AtomSummaries, torch.Tensor]:
     """Gathers every process's summaries, with gradient, into one global batch.
 
     Processes may hold different batch sizes (a last, shorter batch): rows are padded to the largest and the padding

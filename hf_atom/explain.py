@@ -48,7 +48,9 @@ class Explanation:
     files: list = field(default_factory=list)
 
 
-def text_pieces(text: str, importance: TokenImportance, index: int, tokenizer: Any) -> list[tuple[str, Optional[float]]]:
+def text_pieces(
+    text: str, importance: TokenImportance, index: int, tokenizer: Any
+) -> list[tuple[str, Optional[float]]]:
     """Splits `text` into (piece, q) in input order: tokens with their q, the text between them with None.
 
     Tokens without a character span (special tokens such as [CLS]) are shown by name, separated by spaces.
@@ -119,8 +121,9 @@ class Explainer:
             image = image * std + mean
         return np.clip(image, 0.0, 1.0)
 
-    def explain_images(self, images: Sequence[Any], names: Optional[Sequence[str]] = None,
-                       out_dir: Optional[str] = None) -> list[Explanation]:
+    def explain_images(
+        self, images: Sequence[Any], names: Optional[Sequence[str]] = None, out_dir: Optional[str] = None
+    ) -> list[Explanation]:
         """Heat maps of q for PIL images (one PNG each when `out_dir` is set)."""
         names = list(names) if names is not None else [f"image_{i}" for i in range(len(images))]
         results = []
@@ -135,7 +138,9 @@ class Explainer:
                 explanation = Explanation("image", name, labels[offset] if labels else None, grid)
                 if out_dir is not None:
                     path = os.path.join(out_dir, Path(name).stem + ".png")
-                    title = f"{Path(name).name}: predicted {explanation.prediction}" if explanation.prediction else None
+                    title = (
+                        f"{Path(name).name}: predicted {explanation.prediction}" if explanation.prediction else None
+                    )
                     render_image_importance(self._displayable(pixel_values[offset]), grid, path, title=title)
                     explanation.files.append(path)
                 results.append(explanation)
@@ -148,8 +153,13 @@ class Explainer:
         results = []
         for start in range(0, len(texts), self.batch_size):
             batch = list(texts[start : start + self.batch_size])
-            encoded = self.processor(batch, padding=True, truncation=True, return_tensors="pt",
-                                     return_offsets_mapping=bool(getattr(self.processor, "is_fast", False)))
+            encoded = self.processor(
+                batch,
+                padding=True,
+                truncation=True,
+                return_tensors="pt",
+                return_offsets_mapping=bool(getattr(self.processor, "is_fast", False)),
+            )
             inputs = {k: v.to(self.model.device) for k, v in encoded.items() if k != "offset_mapping"}
             importance = self.model.token_importance(**inputs, offset_mapping=encoded.get("offset_mapping"))
             labels = self._label(importance.logits)
@@ -163,7 +173,9 @@ class Explainer:
                     html_path = os.path.join(out_dir, f"text_{index:04d}.html")
                     with open(html_path, "w", encoding="utf-8") as handle:
                         handle.write(_page(text_importance_html(pieces, title)))
-                    png_path = render_text_importance(pieces, os.path.join(out_dir, f"text_{index:04d}.png"), title=title)
+                    png_path = render_text_importance(
+                        pieces, os.path.join(out_dir, f"text_{index:04d}.png"), title=title
+                    )
                     explanation.files += [html_path, png_path]
                 results.append(explanation)
         return results
@@ -191,7 +203,9 @@ class Explainer:
                 elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
                     paths.append(path)
                 else:
-                    raise ValueError(f"{item!r} is not an image file or a folder of images ({', '.join(IMAGE_EXTENSIONS)}).")
+                    raise ValueError(
+                        f"{item!r} is not an image file or a folder of images ({', '.join(IMAGE_EXTENSIONS)})."
+                    )
             if not paths:
                 raise ValueError(f"No images found in {inputs}.")
             explanations = self.explain_images([Image.open(p) for p in paths], [str(p) for p in paths], out_dir)

@@ -87,7 +87,9 @@ def _validate_tensors(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Ten
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}.")
         if not tensor.is_floating_point():
-            raise ValueError(f"`{name}` must have a floating dtype (float16/bfloat16/float32/float64), got {tensor.dtype}.")
+            raise ValueError(
+                f"`{name}` must have a floating dtype (float16/bfloat16/float32/float64), got {tensor.dtype}."
+            )
     if q.dim() != 2:
         raise ValueError(f"`q` must have shape (batch, tokens), got shape {tuple(q.shape)}.")
     if p.dim() != 3 or p.shape[:2] != q.shape:

@@ -92,7 +92,9 @@ def _make_forward(base_forward):
     @functools.wraps(base_forward)
     def forward(self, *args, **kwargs):
         if len(args) > len(positional_names):
-            raise TypeError(f"{type(self).__name__}.forward got {len(args)} positional arguments, expected at most {len(positional_names)}.")
+            raise TypeError(
+                f"{type(self).__name__}.forward got {len(args)} positional arguments, expected at most {len(positional_names)}."
+            )
         kwargs.update(zip(positional_names, args))
         outputs, _ = self._atom_forward(base_forward, kwargs)
         return outputs
@@ -190,7 +192,9 @@ class AtomMixin:
     def _atom_forward(self, base_forward, kwargs: dict[str, Any]) -> tuple[ModelOutput, AtomTokens]:
         if not any(kwargs.get(name) is not None for name in _MAIN_INPUTS):
             expected = [n for n in _MAIN_INPUTS if n in inspect.signature(base_forward).parameters]
-            raise ValueError(f"{type(self).__name__}.forward needs one of {expected or list(_MAIN_INPUTS)}; none was given.")
+            raise ValueError(
+                f"{type(self).__name__}.forward needs one of {expected or list(_MAIN_INPUTS)}; none was given."
+            )
         extra = {name: kwargs.pop(name, None) for name in _EXTRA_FORWARD_INPUTS}
         return_dict = kwargs.pop("return_dict", None)
         want_hidden = kwargs.pop("output_hidden_states", None)

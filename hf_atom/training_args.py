@@ -43,7 +43,8 @@ class AtomTrainingArguments(TrainingArguments):
     """
 
     atom_weight: float = field(
-        default=0.1, metadata={"help": "lambda in loss = task_loss + lambda * L_A. 0 trains the plain model (baseline)."}
+        default=0.1,
+        metadata={"help": "lambda in loss = task_loss + lambda * L_A. 0 trains the plain model (baseline)."},
     )
     atom_weight_warmup_steps: int = field(
         default=0, metadata={"help": "Linearly raise lambda from 0 to atom_weight over this many optimizer steps."}
@@ -53,19 +54,25 @@ class AtomTrainingArguments(TrainingArguments):
     )
     atom_step: str = field(
         default="opposite",
-        metadata={"help": "Eq. 8 step: 'opposite' = step(-q_i q_j) (ours, D1, default) or 'literal' (ablation).",
-                  "choices": list(STEP_MODES)},
+        metadata={
+            "help": "Eq. 8 step: 'opposite' = step(-q_i q_j) (ours, D1, default) or 'literal' (ablation).",
+            "choices": list(STEP_MODES),
+        },
     )
     atom_token_reduction: str = field(
         default="mean",
-        metadata={"help": "'mean' divides each pair's double sum by N_A*N_B (ours, D3c); 'sum' is the paper's sum.",
-                  "choices": list(TOKEN_REDUCTIONS)},
+        metadata={
+            "help": "'mean' divides each pair's double sum by N_A*N_B (ours, D3c); 'sum' is the paper's sum.",
+            "choices": list(TOKEN_REDUCTIONS),
+        },
     )
     atom_norm_ord: float = field(default=2.0, metadata={"help": "Order of the norm in Eq. 7 and 10 (>= 1, or inf)."})
     atom_charge_constraint: str = field(
         default="target_abs",
-        metadata={"help": "Anti-collapse term on the charges (ours, D3d): 'target_abs' or 'none'.",
-                  "choices": list(CHARGE_CONSTRAINTS)},
+        metadata={
+            "help": "Anti-collapse term on the charges (ours, D3d): 'target_abs' or 'none'.",
+            "choices": list(CHARGE_CONSTRAINTS),
+        },
     )
     atom_charge_target: float = field(default=0.5, metadata={"help": "Target mean |q| per sample for 'target_abs'."})
     atom_charge_weight: float = field(default=1.0, metadata={"help": "Weight of the charge term, inside lambda."})
@@ -87,8 +94,10 @@ class AtomTrainingArguments(TrainingArguments):
     )
     atom_gather_across_processes: bool = field(
         default=False,
-        metadata={"help": "Form pairs across all data-parallel processes (autograd-aware gather of per-sample "
-                  "summaries) instead of within each process's micro-batch."},
+        metadata={
+            "help": "Form pairs across all data-parallel processes (autograd-aware gather of per-sample "
+            "summaries) instead of within each process's micro-batch."
+        },
     )
     atom_stats_threshold: float = field(
         default=0.5, metadata={"help": "Logging: |q| above this counts a token as positive/negative, else neutral."}

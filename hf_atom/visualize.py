@@ -65,8 +65,14 @@ def render_image_importance(
         axis.set_yticks([])
     axes[0].set_title("input")
     # extent maps the grid onto the whole picture, cell by cell (nearest: no invented in-between values)
-    mappable = axes[1].imshow(np.ma.masked_invalid(grid), cmap=CMAP, norm=norm, alpha=alpha, interpolation="nearest",
-                              extent=(0, width, height, 0))
+    mappable = axes[1].imshow(
+        np.ma.masked_invalid(grid),
+        cmap=CMAP,
+        norm=norm,
+        alpha=alpha,
+        interpolation="nearest",
+        extent=(0, width, height, 0),
+    )
     axes[1].set_title("importance q over patches")
     _legend(fig, axes[1], mappable)
     if title:
@@ -140,8 +146,16 @@ def render_text_importance(
     colors = iter(charge_colors(values)) if values else iter(())
     for x, y, part, q in placed:
         box = None if q is None else {"facecolor": next(colors), "edgecolor": "none", "pad": 1.5}
-        fig.text(x / fig_width_px, (top - y) / height_px, part, fontsize=13, family="monospace", bbox=box,
-                 va="top", ha="left")
+        fig.text(
+            x / fig_width_px,
+            (top - y) / height_px,
+            part,
+            fontsize=13,
+            family="monospace",
+            bbox=box,
+            va="top",
+            ha="left",
+        )
     if title:
         fig.text(10 / fig_width_px, (height_px - 12) / height_px, title, fontsize=12, va="top", weight="bold")
     axis = fig.add_axes((0.25, 32 / height_px, 0.5, 12 / height_px))

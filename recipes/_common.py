@@ -38,6 +38,32 @@ def classification_metrics(prediction: EvalPrediction) -> dict[str, float]:
     }
 
 
+def train_and_evaluate(trainer, splits, results: dict[str, Any]) -> dict[str, Any]:
+    """Trains (resuming if asked), saves the model with its processor, evaluates on the validation and test splits
+    and writes `results.json`; returns `results` completed with the metrics (keys without their prefix)."""
+    args = trainer.args
+    train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.save_metrics("train", train_result.metrics)
+    results.update(
+        atom_weight=args.atom_weight,
+        seed=args.seed,
+        num_train=len(splits["train"]),
+        train_runtime_s=train_result.metrics.get("train_runtime"),
+    )
+    for name, prefix in (("validation", "eval"), ("test", "test")):
+        if name in splits:
+            metrics = trainer.evaluate(splits[name], metric_key_prefix=prefix)
+            trainer.save_metrics(prefix, metrics)
+            results[name] = {
+                key[len(prefix) + 1 :]: value for key, value in metrics.items() if key.startswith(prefix + "_")
+            }
+            results[f"num_{name}"] = len(splits[name])
+    if trainer.is_world_process_zero():
+        write_results(args.output_dir, results)
+    return results
+
+
 def write_results(output_dir: str, results: dict[str, Any]) -> str:
     """The final metrics JSON of a run (`results.json`), next to the model."""
     os.makedirs(output_dir, exist_ok=True)

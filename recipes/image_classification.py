@@ -24,9 +24,8 @@ from typing import Any, Optional
 
 import numpy as np
 import torch
-from _common import classification_metrics, parse_arguments, write_results
-
 import transformers
+from _common import classification_metrics, parse_arguments, train_and_evaluate
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, set_seed
 
 from hf_atom import AtomTrainer, AtomTrainingArguments
@@ -41,21 +40,27 @@ SCRATCH_ARCHITECTURES = ("vit", "resnet", "convnext")
 class ModelArguments:
     model_name_or_path: Optional[str] = field(
         default=None,
-        metadata={"help": "Hub id or local folder of a pretrained image model. Unset: train a small model from scratch."},
+        metadata={
+            "help": "Hub id or local folder of a pretrained image model. Unset: train a small model from scratch."
+        },
     )
     scratch_architecture: str = field(
         default="vit",
         metadata={"help": "From-scratch model when no model is given.", "choices": list(SCRATCH_ARCHITECTURES)},
     )
-    image_size: int = field(default=16, metadata={"help": "Input size of a from-scratch model (pixels); the ViT uses 8x8 patches of it."})
+    image_size: int = field(
+        default=16, metadata={"help": "Input size of a from-scratch model (pixels); the ViT uses 8x8 patches of it."}
+    )
 
 
 @dataclass
 class DataArguments:
     dataset_name: str = field(
         default="digits",
-        metadata={"help": "'digits' (scikit-learn's bundled 8x8 digits, offline), a Hub dataset id, or 'imagefolder' "
-                  "(set --train_dir)."},
+        metadata={
+            "help": "'digits' (scikit-learn's bundled 8x8 digits, offline), a Hub dataset id, or 'imagefolder' "
+            "(set --train_dir)."
+        },
     )
     dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Hub dataset configuration."})
     train_dir: Optional[str] = field(
@@ -74,8 +79,11 @@ class DataArguments:
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Truncate validation and test sets."})
     augment: str = field(
         default="auto",
-        metadata={"help": "Training augmentation: 'crop_flip', 'crop', 'none', or 'auto' (crop for digits, "
-                  "crop_flip otherwise).", "choices": ["auto", "crop_flip", "crop", "none"]},
+        metadata={
+            "help": "Training augmentation: 'crop_flip', 'crop', 'none', or 'auto' (crop for digits, "
+            "crop_flip otherwise).",
+            "choices": ["auto", "crop_flip", "crop", "none"],
+        },
     )
 
     def __post_init__(self):
@@ -174,14 +182,22 @@ def scratch_config(architecture: str, image_size: int, labels: list[str]):
     common = {"num_labels": len(labels), "id2label": dict(enumerate(labels)), "label2id": label2id}
     if architecture == "vit":
         return transformers.ViTConfig(
-            image_size=image_size, patch_size=max(1, image_size // 8), hidden_size=64, num_hidden_layers=4,
-            num_attention_heads=4, intermediate_size=128, hidden_dropout_prob=0.0, **common,
+            image_size=image_size,
+            patch_size=max(1, image_size // 8),
+            hidden_size=64,
+            num_hidden_layers=4,
+            num_attention_heads=4,
+            intermediate_size=128,
+            hidden_dropout_prob=0.0,
+            **common,
         )
     if architecture == "resnet":
-        return transformers.ResNetConfig(embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1],
-                                         layer_type="basic", **common)
-    return transformers.ConvNextConfig(hidden_sizes=[16, 32, 64], depths=[1, 1, 1], num_stages=3, patch_size=2,
-                                       **common)
+        return transformers.ResNetConfig(
+            embedding_size=16, hidden_sizes=[16, 32, 64], depths=[1, 1, 1], layer_type="basic", **common
+        )
+    return transformers.ConvNextConfig(
+        hidden_sizes=[16, 32, 64], depths=[1, 1, 1], num_stages=3, patch_size=2, **common
+    )
 
 
 def build_model_and_processor(model_args: ModelArguments, labels: list[str]):
@@ -234,8 +250,10 @@ def make_transforms(processor, image_column: str, label_column: str, augment: st
 
 
 def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    return {"pixel_values": torch.stack([row["pixel_values"] for row in rows]),
-            "labels": torch.stack([torch.as_tensor(row["labels"]) for row in rows])}
+    return {
+        "pixel_values": torch.stack([row["pixel_values"] for row in rows]),
+        "labels": torch.stack([torch.as_tensor(row["labels"]) for row in rows]),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -252,8 +270,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
     augment = data_args.augment
     if augment == "auto":
         augment = "crop" if data_args.dataset_name == "digits" else "crop_flip"
-    train_transform, eval_transform = make_transforms(processor, image_column, label_column, augment,
-                                                      training_args.seed)
+    train_transform, eval_transform = make_transforms(
+        processor, image_column, label_column, augment, training_args.seed
+    )
     splits["train"].set_transform(train_transform)
     for name in ("validation", "test"):
         if name in splits:
@@ -269,32 +288,22 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
         compute_metrics=classification_metrics,
         processing_class=processor,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.save_metrics("train", train_result.metrics)
-    results: dict[str, Any] = {
-        "model": model_args.model_name_or_path or f"scratch-{model_args.scratch_architecture}",
-        "dataset": data_args.train_dir or data_args.dataset_name,
-        "atom_weight": training_args.atom_weight,
-        "seed": training_args.seed,
-        "split_seed": data_args.split_seed,
-        "num_train": len(splits["train"]),
-        "train_runtime_s": train_result.metrics.get("train_runtime"),
-    }
-    for name in ("validation", "test"):
-        if name in splits:
-            prefix = "eval" if name == "validation" else "test"
-            metrics = trainer.evaluate(splits[name], metric_key_prefix=prefix)
-            trainer.save_metrics(prefix, metrics)
-            results[name] = {key[len(prefix) + 1 :]: value for key, value in metrics.items() if key.startswith(prefix + "_")}
-            results[f"num_{name}"] = len(splits[name])
-    if trainer.is_world_process_zero():
-        write_results(training_args.output_dir, results)
+    results = train_and_evaluate(
+        trainer,
+        splits,
+        {
+            "model": model_args.model_name_or_path or f"scratch-{model_args.scratch_architecture}",
+            "dataset": data_args.train_dir or data_args.dataset_name,
+            "split_seed": data_args.split_seed,
+        },
+    )
     return trainer, results
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    model_args, data_args, training_args = parse_arguments((ModelArguments, DataArguments, AtomTrainingArguments), argv)
+    model_args, data_args, training_args = parse_arguments(
+        (ModelArguments, DataArguments, AtomTrainingArguments), argv
+    )
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     _, results = run(model_args, data_args, training_args)
     return results

@@ -85,18 +85,27 @@ def main() -> None:
     runs, histories = {}, {}
     for name, weight in (("baseline", 0.0), ("atom", args.atom_weight)):
         print(f"== training {name} (lambda = {weight}) ==", flush=True)
-        trainer, results = run(model_args, data_args, training_arguments(os.path.join(args.output_dir, name), weight, args))
+        trainer, results = run(
+            model_args, data_args, training_arguments(os.path.join(args.output_dir, name), weight, args)
+        )
         runs[name], histories[name] = (trainer, results), trainer.state.log_history
 
     rows = []
-    for name, (trainer, results) in runs.items():
+    for name, (_, results) in runs.items():
         test, last_train = results["test"], [log for log in histories[name] if "task_loss" in log][-1]
-        rows.append({
-            "run": name, "atom_weight": results["atom_weight"], "test_accuracy": test["accuracy"],
-            "test_f1_macro": test["f1_macro"], "test_loss": test["loss"], "test_atom_loss": test["atom_loss"],
-            "test_mean_abs_q": test["atom_mean_abs_q"], "final_train_task_loss": last_train["task_loss"],
-            "train_runtime_s": results["train_runtime_s"],
-        })
+        rows.append(
+            {
+                "run": name,
+                "atom_weight": results["atom_weight"],
+                "test_accuracy": test["accuracy"],
+                "test_f1_macro": test["f1_macro"],
+                "test_loss": test["loss"],
+                "test_atom_loss": test["atom_loss"],
+                "test_mean_abs_q": test["atom_mean_abs_q"],
+                "final_train_task_loss": last_train["task_loss"],
+                "train_runtime_s": results["train_runtime_s"],
+            }
+        )
     with open(os.path.join(args.output_dir, "comparison.json"), "w") as handle:
         json.dump({"seed": args.seed, "epochs": args.epochs, "runs": rows}, handle, indent=2)
 
@@ -114,8 +123,9 @@ def main() -> None:
 
     # the saved atom checkpoint reloads with its heads and gives the same outputs
     reloaded = AutoAtomModel.from_pretrained(os.path.join(args.output_dir, "atom")).eval()
-    pixels = atom_trainer.processing_class([image.convert("RGB") for image in test[image_column]],
-                                           return_tensors="pt")["pixel_values"]
+    pixels = atom_trainer.processing_class(
+        [image.convert("RGB") for image in test[image_column]], return_tensors="pt"
+    )["pixel_values"]
     with torch.no_grad():
         trained = atom_trainer.model.eval()(pixel_values=pixels)
         again = reloaded(pixel_values=pixels)
@@ -124,13 +134,19 @@ def main() -> None:
     print("\n| run | lambda | test acc | test macro-F1 | test loss | test L_A | mean abs(q) | train s |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for row in rows:
-        print(f"| {row['run']} | {row['atom_weight']:g} | {row['test_accuracy']:.4f} | {row['test_f1_macro']:.4f} | "
-              f"{row['test_loss']:.4f} | {row['test_atom_loss']:.4f} | {row['test_mean_abs_q']:.3f} | "
-              f"{row['train_runtime_s']:.0f} |")
-    print(f"\nOne seed ({args.seed}) on {runs['atom'][1]['num_test']} test digits: a difference of one or two digits "
-          "is noise; docs/RESULTS.md has mean and std over seeds.")
-    print(f"checkpoint {os.path.join(args.output_dir, 'atom')} reloads with AutoAtomModel: "
-          f"{'identical logits and q' if identical else 'MISMATCH'}")
+        print(
+            f"| {row['run']} | {row['atom_weight']:g} | {row['test_accuracy']:.4f} | {row['test_f1_macro']:.4f} | "
+            f"{row['test_loss']:.4f} | {row['test_atom_loss']:.4f} | {row['test_mean_abs_q']:.3f} | "
+            f"{row['train_runtime_s']:.0f} |"
+        )
+    print(
+        f"\nOne seed ({args.seed}) on {runs['atom'][1]['num_test']} test digits: a difference of one or two digits "
+        "is noise; docs/RESULTS.md has mean and std over seeds."
+    )
+    print(
+        f"checkpoint {os.path.join(args.output_dir, 'atom')} reloads with AutoAtomModel: "
+        f"{'identical logits and q' if identical else 'MISMATCH'}"
+    )
     print(f"pictures: {picture_dir}/index.html, curves: {args.output_dir}/training_curves.png")
     if not identical:
         raise SystemExit("the reloaded atom checkpoint does not reproduce the trained model")

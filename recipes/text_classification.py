@@ -25,8 +25,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from _common import classification_metrics, parse_arguments, write_results
-
+from _common import classification_metrics, parse_arguments, train_and_evaluate
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -60,10 +59,15 @@ class DataArguments:
     test_file: Optional[str] = field(default=None, metadata={"help": "Local test file(s)."})
     file_format: str = field(
         default="auto",
-        metadata={"help": "Local file format; 'auto' reads the extension and, for .tsv, the column count "
-                  "(4: raw CoLA, 3: raw Poem Sentiment).", "choices": list(FILE_FORMATS)},
+        metadata={
+            "help": "Local file format; 'auto' reads the extension and, for .tsv, the column count "
+            "(4: raw CoLA, 3: raw Poem Sentiment).",
+            "choices": list(FILE_FORMATS),
+        },
     )
-    text_column: Optional[str] = field(default=None, metadata={"help": "Text column (default: sentence / verse_text / text)."})
+    text_column: Optional[str] = field(
+        default=None, metadata={"help": "Text column (default: sentence / verse_text / text)."}
+    )
     label_column: str = field(default="label", metadata={"help": "Label column."})
     max_seq_length: int = field(default=128, metadata={"help": "Truncate longer inputs."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate the training set."})
@@ -71,8 +75,10 @@ class DataArguments:
 
     def __post_init__(self):
         if self.dataset_name is None and self.train_file is None:
-            raise ValueError("Give a dataset: --dataset_name HUB_ID, or local files with --train_file (and "
-                             "--validation_file / --test_file).")
+            raise ValueError(
+                "Give a dataset: --dataset_name HUB_ID, or local files with --train_file (and "
+                "--validation_file / --test_file)."
+            )
         if self.dataset_name is not None and self.train_file is not None:
             raise ValueError("Give either --dataset_name or --train_file, not both.")
 
@@ -116,13 +122,17 @@ def read_local_file(path: str, file_format: str) -> dict[str, list[Any]]:
         rows = _read_tsv_rows(path)
         bad = [i for i, row in enumerate(rows) if len(row) != 4]
         if bad:
-            raise ValueError(f"{path}: raw CoLA rows have 4 tab-separated columns; line {bad[0] + 1} has {len(rows[bad[0]])}.")
+            raise ValueError(
+                f"{path}: raw CoLA rows have 4 tab-separated columns; line {bad[0] + 1} has {len(rows[bad[0]])}."
+            )
         return {"sentence": [row[3] for row in rows], "label": [int(row[1]) for row in rows]}
     if file_format == "poem_tsv":
         rows = _read_tsv_rows(path)
         bad = [i for i, row in enumerate(rows) if len(row) != 3 or int(row[2]) not in POEM_LABELS]
         if bad:
-            raise ValueError(f"{path}: raw Poem Sentiment rows are 'id<TAB>verse<TAB>label in -1..2'; see line {bad[0] + 1}.")
+            raise ValueError(
+                f"{path}: raw Poem Sentiment rows are 'id<TAB>verse<TAB>label in -1..2'; see line {bad[0] + 1}."
+            )
         return {"verse_text": [row[1] for row in rows], "label": [POEM_LABELS[int(row[2])] for row in rows]}
     if file_format == "json":
         import datasets
@@ -148,8 +158,11 @@ def load_splits(data_args: DataArguments):
         splits = {name: raw[name] for name in ("train", "validation", "test") if name in raw}
     else:
         splits = {}
-        for name, files in (("train", data_args.train_file), ("validation", data_args.validation_file),
-                            ("test", data_args.test_file)):
+        for name, files in (
+            ("train", data_args.train_file),
+            ("validation", data_args.validation_file),
+            ("test", data_args.test_file),
+        ):
             if files:
                 columns: dict[str, list[Any]] = {}
                 for path in files.split(","):
@@ -196,11 +209,16 @@ def build_model_and_tokenizer(model_args: ModelArguments, labels: list[str]):
     if tokenizer.pad_token is None:  # decoder LMs: pad with EOS; the classifier reads the last non-pad token
         tokenizer.pad_token = tokenizer.eos_token
     config = AutoConfig.from_pretrained(
-        model_args.model_name_or_path, num_labels=len(labels), id2label=dict(enumerate(labels)),
-        label2id={label: i for i, label in enumerate(labels)}, pad_token_id=tokenizer.pad_token_id,
+        model_args.model_name_or_path,
+        num_labels=len(labels),
+        id2label=dict(enumerate(labels)),
+        label2id={label: i for i, label in enumerate(labels)},
+        pad_token_id=tokenizer.pad_token_id,
     )
     model = AutoModelForSequenceClassification.from_pretrained(
-        model_args.model_name_or_path, config=config, ignore_mismatched_sizes=True  # a new classifier head
+        model_args.model_name_or_path,
+        config=config,
+        ignore_mismatched_sizes=True,  # a new classifier head
     )
     return model, tokenizer
 
@@ -213,8 +231,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
     special = bool(training_args.atom_exclude_special_tokens)
 
     def tokenize(batch: dict[str, list[Any]]) -> dict[str, Any]:
-        encoded = tokenizer(batch[text_column], truncation=True, max_length=data_args.max_seq_length,
-                            return_special_tokens_mask=special)
+        encoded = tokenizer(
+            batch[text_column],
+            truncation=True,
+            max_length=data_args.max_seq_length,
+            return_special_tokens_mask=special,
+        )
         encoded["labels"] = batch[data_args.label_column]
         return encoded
 
@@ -230,32 +252,22 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
         compute_metrics=classification_metrics,
         processing_class=tokenizer,
     )
-    train_result = trainer.train(resume_from_checkpoint=training_args.resume_from_checkpoint)
-    trainer.save_model()
-    trainer.save_metrics("train", train_result.metrics)
-    results: dict[str, Any] = {
-        "model": model_args.model_name_or_path,
-        "dataset": data_args.dataset_name or data_args.train_file,
-        "labels": labels,
-        "atom_weight": training_args.atom_weight,
-        "seed": training_args.seed,
-        "num_train": len(splits["train"]),
-        "train_runtime_s": train_result.metrics.get("train_runtime"),
-    }
-    for name in ("validation", "test"):
-        if name in splits:
-            prefix = "eval" if name == "validation" else "test"
-            metrics = trainer.evaluate(splits[name], metric_key_prefix=prefix)
-            trainer.save_metrics(prefix, metrics)
-            results[name] = {key[len(prefix) + 1 :]: value for key, value in metrics.items() if key.startswith(prefix + "_")}
-            results[f"num_{name}"] = len(splits[name])
-    if trainer.is_world_process_zero():
-        write_results(training_args.output_dir, results)
+    results = train_and_evaluate(
+        trainer,
+        splits,
+        {
+            "model": model_args.model_name_or_path,
+            "dataset": data_args.dataset_name or data_args.train_file,
+            "labels": labels,
+        },
+    )
     return trainer, results
 
 
 def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
-    model_args, data_args, training_args = parse_arguments((ModelArguments, DataArguments, AtomTrainingArguments), argv)
+    model_args, data_args, training_args = parse_arguments(
+        (ModelArguments, DataArguments, AtomTrainingArguments), argv
+    )
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     _, results = run(model_args, data_args, training_args)
     return results

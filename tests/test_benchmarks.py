@@ -10,9 +10,25 @@ REPO = Path(__file__).resolve().parents[1]
 
 def test_loss_speed_script_runs_and_variants_agree(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "loss_speed.py"), "--device", "cpu", "--batch_sizes", "3", "5",
-         "--tokens", "6", "--dim", "4", "--no_compile", "--out", str(tmp_path)],
-        capture_output=True, text=True, timeout=300,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "loss_speed.py"),
+            "--device",
+            "cpu",
+            "--batch_sizes",
+            "3",
+            "5",
+            "--tokens",
+            "6",
+            "--dim",
+            "4",
+            "--no_compile",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads((tmp_path / "loss_speed_cpu.json").read_text())["rows"]

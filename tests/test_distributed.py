@@ -23,11 +23,21 @@ def free_port() -> int:
 
 
 def run_two_processes(script: Path, *args: str, timeout: int = 300) -> None:
-    env = {**os.environ, "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), "WORLD_SIZE": "2",
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS.parent)])}
+    env = {
+        **os.environ,
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": str(free_port()),
+        "WORLD_SIZE": "2",
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS.parent)]),
+    }
     procs = [
-        subprocess.Popen([sys.executable, str(script), *args], env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
-                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        subprocess.Popen(
+            [sys.executable, str(script), *args],
+            env={**env, "RANK": str(rank), "LOCAL_RANK": str(rank)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         for rank in range(2)
     ]
     outputs = [proc.communicate(timeout=timeout)[0] for proc in procs]
@@ -61,10 +71,19 @@ def test_two_process_launch_trains_and_saves(tmp_path, launcher):
         config = REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"
         command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(config), *script]
     else:
-        command = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port",
-                   str(free_port()), *script]
-    env = {**os.environ, "MASTER_PORT": str(free_port()),
-           "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS.parent)])}
+        command = [
+            str(Path(sys.executable).with_name("torchrun")),
+            "--nproc_per_node",
+            "2",
+            "--master_port",
+            str(free_port()),
+            *script,
+        ]
+    env = {
+        **os.environ,
+        "MASTER_PORT": str(free_port()),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS.parent)]),
+    }
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "world_size=2" in result.stdout

@@ -20,7 +20,9 @@ def image_model_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("vit")
     torch.manual_seed(0)
     with_atom(vit()).save_pretrained(folder)
-    T.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(folder)
+    T.ViTImageProcessor(size={"height": 16, "width": 16}, image_mean=[0.5] * 3, image_std=[0.5] * 3).save_pretrained(
+        folder
+    )
     return folder
 
 

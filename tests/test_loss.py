@@ -40,9 +40,7 @@ def test_matches_naive_double_sum(step, token_reduction, norm_ord):
     generator = torch.Generator().manual_seed(17)
     q, p, mask = random_batch(6, 9, 5, generator=generator)
     mask[3] = False  # one fully padded sample
-    assert_matches_reference(
-        q, p, mask, step=step, token_reduction=token_reduction, norm_ord=norm_ord, softening=0.3
-    )
+    assert_matches_reference(q, p, mask, step=step, token_reduction=token_reduction, norm_ord=norm_ord, softening=0.3)
 
 
 @settings(max_examples=60, deadline=None)
@@ -280,9 +278,7 @@ def test_charge_target_penalty_matches_definition():
     q, _, mask = random_batch(4, 6, 1)
     mask[:, 0] = True
     mask[2] = False
-    expected = torch.stack(
-        [(q[b][mask[b]].abs().mean() - 0.4) ** 2 for b in range(4) if mask[b].any()]
-    ).mean()
+    expected = torch.stack([(q[b][mask[b]].abs().mean() - 0.4) ** 2 for b in range(4) if mask[b].any()]).mean()
     assert torch.allclose(charge_target_penalty(q, mask, target=0.4), expected)
     (grad,) = torch.autograd.grad(charge_target_penalty(q, mask, target=0.4), q)
     assert grad[~mask].abs().sum() == 0

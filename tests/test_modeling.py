@@ -286,7 +286,7 @@ def test_peft_keeps_heads_trainable_and_round_trips(tmp_path):
     out = model(**inputs)
     (out.loss + atom_loss(out.atom_q, out.atom_p, out.atom_mask)).backward()
     with torch.no_grad():
-        for n, p in model.named_parameters():
+        for p in model.parameters():
             if p.requires_grad and p.grad is not None:
                 p -= 0.5 * p.grad
     model.eval()
@@ -370,10 +370,16 @@ def test_push_to_hub_uploads_heads_and_settings(tmp_path, monkeypatch):
     import transformers.utils.hub as hub
 
     uploaded = tmp_path / "uploaded"
-    monkeypatch.setattr(hub, "hf_api", lambda: types.SimpleNamespace(
-        create_repo=lambda repo_id, **kwargs: types.SimpleNamespace(repo_id=repo_id)))
-    monkeypatch.setattr(hub, "create_and_tag_model_card", lambda *a, **k: types.SimpleNamespace(
-        save=lambda path: open(path, "w").write("card")))
+    monkeypatch.setattr(
+        hub,
+        "hf_api",
+        lambda: types.SimpleNamespace(create_repo=lambda repo_id, **kwargs: types.SimpleNamespace(repo_id=repo_id)),
+    )
+    monkeypatch.setattr(
+        hub,
+        "create_and_tag_model_card",
+        lambda *a, **k: types.SimpleNamespace(save=lambda path: open(path, "w").write("card")),
+    )
 
     def fake_upload(self, folder, repo_id, **kwargs):
         shutil.copytree(folder, uploaded)

@@ -72,9 +72,16 @@ def test_gradient_accumulation_matches_large_batch(tmp_path, family, atom_weight
         model = seeded(build)
         trainer = AtomTrainer(
             model=model,
-            args=arguments(AtomTrainingArguments, tmp_path / f"ga{steps}", per_device_train_batch_size=batch,
-                           gradient_accumulation_steps=steps, max_steps=1, optim="sgd", learning_rate=0.5,
-                           atom_weight=atom_weight),
+            args=arguments(
+                AtomTrainingArguments,
+                tmp_path / f"ga{steps}",
+                per_device_train_batch_size=batch,
+                gradient_accumulation_steps=steps,
+                max_steps=1,
+                optim="sgd",
+                learning_rate=0.5,
+                atom_weight=atom_weight,
+            ),
             train_dataset=data,
         )
         trainer.train()
@@ -92,16 +99,17 @@ def test_gradient_accumulation_matches_large_batch(tmp_path, family, atom_weight
 
 def test_resume_reaches_the_same_parameters(tmp_path):
     data = text_dataset(24)
-    common = dict(num_train_epochs=1, save_strategy="steps", save_steps=3, atom_weight=0.5,
-                  atom_weight_warmup_steps=2)
+    common = dict(num_train_epochs=1, save_strategy="steps", save_steps=3, atom_weight=0.5, atom_weight_warmup_steps=2)
     full_model = seeded(bert)
-    AtomTrainer(model=full_model, args=arguments(AtomTrainingArguments, tmp_path / "full", **common),
-                train_dataset=data).train()
+    AtomTrainer(
+        model=full_model, args=arguments(AtomTrainingArguments, tmp_path / "full", **common), train_dataset=data
+    ).train()
     assert (tmp_path / "full" / "checkpoint-3").is_dir()
 
     resumed_model = seeded(bert)
-    AtomTrainer(model=resumed_model, args=arguments(AtomTrainingArguments, tmp_path / "resumed", **common),
-                train_dataset=data).train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
+    AtomTrainer(
+        model=resumed_model, args=arguments(AtomTrainingArguments, tmp_path / "resumed", **common), train_dataset=data
+    ).train(resume_from_checkpoint=str(tmp_path / "full" / "checkpoint-3"))
     full = dict(full_model.named_parameters())
     resumed = dict(resumed_model.named_parameters())
     assert any(n.startswith("atom_head") for n in full)
@@ -111,8 +119,16 @@ def test_resume_reaches_the_same_parameters(tmp_path):
 
 def test_checkpoint_carries_heads_settings_and_model_card(tmp_path):
     data = text_dataset(8)
-    args = arguments(AtomTrainingArguments, tmp_path, max_steps=2, save_strategy="steps", save_steps=2,
-                     atom_weight=0.3, atom_softening=0.25, atom_position_dim=6)
+    args = arguments(
+        AtomTrainingArguments,
+        tmp_path,
+        max_steps=2,
+        save_strategy="steps",
+        save_steps=2,
+        atom_weight=0.3,
+        atom_softening=0.25,
+        atom_position_dim=6,
+    )
     trainer = AtomTrainer(model=seeded(bert), args=args, train_dataset=data)
     trainer.train()
     checkpoint = tmp_path / "checkpoint-2"
@@ -136,17 +152,38 @@ def test_logs_and_clean_eval_predictions(tmp_path):
         seen["predictions"] = prediction.predictions
         return {"accuracy": float((prediction.predictions.argmax(-1) == prediction.label_ids).mean())}
 
-    args = arguments(AtomTrainingArguments, tmp_path, max_steps=3, eval_strategy="steps", eval_steps=3,
-                     per_device_eval_batch_size=4, atom_weight=0.2)
-    trainer = AtomTrainer(model=seeded(bert), args=args, train_dataset=data, eval_dataset=data,
-                          compute_metrics=compute_metrics)
+    args = arguments(
+        AtomTrainingArguments,
+        tmp_path,
+        max_steps=3,
+        eval_strategy="steps",
+        eval_steps=3,
+        per_device_eval_batch_size=4,
+        atom_weight=0.2,
+    )
+    trainer = AtomTrainer(
+        model=seeded(bert), args=args, train_dataset=data, eval_dataset=data, compute_metrics=compute_metrics
+    )
     trainer.train()
     train_log = trainer.state.log_history[0]
-    for key in ("loss", "task_loss", "atom_loss", "atom_charge_penalty", "atom_weight", "atom_pairs",
-                "atom_mean_abs_q", "atom_q_positive", "atom_q_negative", "atom_q_neutral", "atom_mean_distance",
-                "atom_mean_radius"):
+    for key in (
+        "loss",
+        "task_loss",
+        "atom_loss",
+        "atom_charge_penalty",
+        "atom_weight",
+        "atom_pairs",
+        "atom_mean_abs_q",
+        "atom_q_positive",
+        "atom_q_negative",
+        "atom_q_neutral",
+        "atom_mean_distance",
+        "atom_mean_radius",
+    ):
         assert key in train_log, key
-    assert train_log["atom_q_positive"] + train_log["atom_q_negative"] + train_log["atom_q_neutral"] == pytest.approx(1)
+    assert train_log["atom_q_positive"] + train_log["atom_q_negative"] + train_log["atom_q_neutral"] == pytest.approx(
+        1
+    )
     expected_loss = train_log["task_loss"] + 0.2 * (train_log["atom_loss"] + train_log["atom_charge_penalty"])
     assert train_log["loss"] == pytest.approx(expected_loss, rel=1e-4)
     eval_log = next(log for log in trainer.state.log_history if "eval_loss" in log)
@@ -185,8 +222,14 @@ def test_weight_warmup():
 
 
 def test_batch_of_one_gives_zero_atom_loss_and_one_warning(tmp_path, caplog):
-    args = arguments(AtomTrainingArguments, tmp_path, per_device_train_batch_size=1, max_steps=3, atom_weight=1.0,
-                     atom_charge_constraint="none")
+    args = arguments(
+        AtomTrainingArguments,
+        tmp_path,
+        per_device_train_batch_size=1,
+        max_steps=3,
+        atom_weight=1.0,
+        atom_charge_constraint="none",
+    )
     trainer = AtomTrainer(model=seeded(bert), args=args, train_dataset=text_dataset(4))
     with caplog.at_level(logging.WARNING, logger="hf_atom"):
         trainer.train()
@@ -204,13 +247,26 @@ def test_batch_of_one_gives_zero_atom_loss_and_one_warning(tmp_path, caplog):
 def test_hf_argument_parser_cli_json_yaml(tmp_path):
     parser = T.HfArgumentParser(AtomTrainingArguments)
     (args,) = parser.parse_args_into_dataclasses(
-        ["--output_dir", str(tmp_path), "--atom_weight", "0.3", "--atom_step", "literal", "--atom_norm_ord", "inf",
-         "--atom_position_dim", "8", "--report_to", "none"]
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--atom_weight",
+            "0.3",
+            "--atom_step",
+            "literal",
+            "--atom_norm_ord",
+            "inf",
+            "--atom_position_dim",
+            "8",
+            "--report_to",
+            "none",
+        ]
     )
     assert args.atom_weight == 0.3 and args.atom_step == "literal" and args.atom_norm_ord == float("inf")
     assert args.atom_config == AtomConfig(weight=0.3, step="literal", norm_ord=float("inf"), position_dim=8)
-    (tmp_path / "args.json").write_text(json.dumps({"output_dir": str(tmp_path), "atom_weight": 0.0,
-                                                    "report_to": "none"}))
+    (tmp_path / "args.json").write_text(
+        json.dumps({"output_dir": str(tmp_path), "atom_weight": 0.0, "report_to": "none"})
+    )
     (from_json,) = parser.parse_json_file(str(tmp_path / "args.json"))
     assert from_json.atom_weight == 0.0
     (tmp_path / "args.yaml").write_text(f"output_dir: {tmp_path}\natom_softening: 0.5\nreport_to: none\n")
@@ -263,8 +319,9 @@ def test_peft_model_without_heads_is_refused(tmp_path):
     with pytest.raises(ValueError, match="hf_atom.get_peft_model"):
         AtomTrainer(model=peft.get_peft_model(bert(), lora), args=arguments(AtomTrainingArguments, tmp_path))
     model = hf_atom.get_peft_model(with_atom(bert()), lora)
-    trainer = AtomTrainer(model=model, args=arguments(AtomTrainingArguments, tmp_path, max_steps=2),
-                          train_dataset=text_dataset(8))
+    trainer = AtomTrainer(
+        model=model, args=arguments(AtomTrainingArguments, tmp_path, max_steps=2), train_dataset=text_dataset(8)
+    )
     before = {n: p.detach().clone() for n, p in model.named_parameters() if "atom_head" in n and p.requires_grad}
     trainer.train()
     after = dict(model.named_parameters())

@@ -30,33 +30,74 @@ def _text_inputs(batch=3, length=7, pad_last=2):
 
 
 def bert():
-    config = T.BertConfig(vocab_size=VOCAB, hidden_size=16, num_hidden_layers=2, num_attention_heads=2,
-                          intermediate_size=32, num_labels=3, max_position_embeddings=32)
+    config = T.BertConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+        max_position_embeddings=32,
+    )
     return T.BertForSequenceClassification(config)
 
 
 def vit():
-    config = T.ViTConfig(image_size=16, patch_size=4, num_channels=3, hidden_size=16, num_hidden_layers=2,
-                         num_attention_heads=2, intermediate_size=32, num_labels=3)
+    config = T.ViTConfig(
+        image_size=16,
+        patch_size=4,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        num_labels=3,
+    )
     return T.ViTForImageClassification(config)
 
 
 def dinov2():
-    config = T.Dinov2Config(image_size=28, patch_size=7, num_channels=3, hidden_size=16, num_hidden_layers=2,
-                            num_attention_heads=2, mlp_ratio=2, num_labels=3)
+    config = T.Dinov2Config(
+        image_size=28,
+        patch_size=7,
+        num_channels=3,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        mlp_ratio=2,
+        num_labels=3,
+    )
     return T.Dinov2ForImageClassification(config)
 
 
 def gpt2():
-    config = T.GPT2Config(vocab_size=VOCAB, n_embd=16, n_layer=2, n_head=2, n_positions=32, bos_token_id=1,
-                          eos_token_id=2, pad_token_id=0)
+    config = T.GPT2Config(
+        vocab_size=VOCAB,
+        n_embd=16,
+        n_layer=2,
+        n_head=2,
+        n_positions=32,
+        bos_token_id=1,
+        eos_token_id=2,
+        pad_token_id=0,
+    )
     return T.GPT2LMHeadModel(config)
 
 
 def _llama_config(**kwargs):
-    return T.LlamaConfig(vocab_size=VOCAB, hidden_size=16, intermediate_size=32, num_hidden_layers=2,
-                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=32, pad_token_id=0,
-                         bos_token_id=1, eos_token_id=2, **kwargs)
+    return T.LlamaConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=32,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        **kwargs,
+    )
 
 
 def llama_lm():
@@ -82,16 +123,40 @@ def image_inputs(size, batch=3):
 
 
 FAMILIES = {
-    "bert": Family("bert", bert, lambda: {**_text_inputs(), "labels": torch.tensor([0, 1, 2])}, 7, 16,
-                   T.AutoModelForSequenceClassification),
+    "bert": Family(
+        "bert",
+        bert,
+        lambda: {**_text_inputs(), "labels": torch.tensor([0, 1, 2])},
+        7,
+        16,
+        T.AutoModelForSequenceClassification,
+    ),
     "vit": Family("vit", vit, lambda: image_inputs(16), 16, 16, T.AutoModelForImageClassification),
     "dinov2": Family("dinov2", dinov2, lambda: image_inputs(28), 16, 16, T.AutoModelForImageClassification),
-    "gpt2": Family("gpt2", gpt2, lambda: {**(d := _text_inputs()), "labels": d["input_ids"].clone()}, 7, 16,
-                   T.AutoModelForCausalLM),
-    "llama_lm": Family("llama_lm", llama_lm, lambda: {**(d := _text_inputs()), "labels": d["input_ids"].clone()},
-                       7, 16, T.AutoModelForCausalLM),
-    "llama_cls": Family("llama_cls", llama_cls, lambda: {**_text_inputs(pad_last=0), "labels": torch.tensor([0, 1, 1])},
-                        7, 16, T.AutoModelForSequenceClassification),
+    "gpt2": Family(
+        "gpt2",
+        gpt2,
+        lambda: {**(d := _text_inputs()), "labels": d["input_ids"].clone()},
+        7,
+        16,
+        T.AutoModelForCausalLM,
+    ),
+    "llama_lm": Family(
+        "llama_lm",
+        llama_lm,
+        lambda: {**(d := _text_inputs()), "labels": d["input_ids"].clone()},
+        7,
+        16,
+        T.AutoModelForCausalLM,
+    ),
+    "llama_cls": Family(
+        "llama_cls",
+        llama_cls,
+        lambda: {**_text_inputs(pad_last=0), "labels": torch.tensor([0, 1, 1])},
+        7,
+        16,
+        T.AutoModelForSequenceClassification,
+    ),
     # 32x32 input: ResNet/ConvNeXt stem /4, then stage 2 /2 -> 4x4 cells of 12 channels
     "resnet": Family("resnet", resnet, lambda: image_inputs(32), 16, 12, T.AutoModelForImageClassification),
     "convnext": Family("convnext", convnext, lambda: image_inputs(32), 16, 12, T.AutoModelForImageClassification),
@@ -161,5 +226,6 @@ def tiny_tokenizer():
     backend.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])]
     )
-    return T.PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]",
-                                     cls_token="[CLS]", sep_token="[SEP]")
+    return T.PreTrainedTokenizerFast(
+        tokenizer_object=backend, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    )

@@ -25,8 +25,25 @@ def main() -> None:
 if __name__ == "__main__":
     import sys
 
-    defaults = ["--per_device_train_batch_size", "4", "--max_steps", "4", "--save_steps", "4", "--logging_steps", "1",
-                "--report_to", "none", "--use_cpu", "true", "--disable_tqdm", "true", "--atom_weight", "0.5",
-                "--ddp_find_unused_parameters", "false"]
+    defaults = [
+        "--per_device_train_batch_size",
+        "4",
+        "--max_steps",
+        "4",
+        "--save_steps",
+        "4",
+        "--logging_steps",
+        "1",
+        "--report_to",
+        "none",
+        "--use_cpu",
+        "true",
+        "--disable_tqdm",
+        "true",
+        "--atom_weight",
+        "0.5",
+        "--ddp_find_unused_parameters",
+        "false",
+    ]
     sys.argv = [sys.argv[0], *defaults, *sys.argv[1:]]
     main()
