@@ -6,7 +6,8 @@
 Image model (pets3 test split, the recipe's fixed seeded split):
 - localisation: per-image AUROC of a patch score against the trimap foreground (pet = positive, background =
   negative, patches that are mostly border ignored), and the pointing game (is the top patch on the pet?), for
-  |q|, for the class-token attention of the last layer (averaged over heads), and for a random map;
+  |q|, for the signed q, for the class-token attention of the last layer (averaged over heads), and for a random
+  map;
 - deletion: masking the k patches of highest |q| (pixels set to the normalised mean, 0) against k random patches:
   mean drop of the predicted class's probability and share of changed predictions.
 Text model: the same deletion test with the top 20% tokens (by |q|, special tokens excluded) replaced by [MASK].
@@ -97,14 +98,15 @@ def image_study(
     paths, _ = pets_test_split(pets_dir, split_seed)
     paths = paths[:max_samples]
     rng = np.random.default_rng(seed)
-    per_image = {"abs_q": [], "cls_attention": [], "random": []}
+    per_image = {"abs_q": [], "q": [], "cls_attention": [], "random": []}
     pointing = {name: [] for name in per_image}
     deletion = {k: {"top_abs_q": [], "random": []} for k in ks}
     for path in paths:
         pixels = processor(Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"]
         importance = model.token_importance(pixel_values=pixels)
         rows, cols = importance.grid_shape
-        abs_q = importance.grid()[0].abs().numpy().reshape(-1)
+        q = importance.grid()[0].numpy().reshape(-1)
+        abs_q = np.abs(q)
         outputs = model(pixel_values=pixels, output_attentions=True)
         prefix = outputs.attentions[-1].shape[-1] - rows * cols
         attention = outputs.attentions[-1][0, :, 0, prefix:].mean(0).numpy()
@@ -113,7 +115,8 @@ def image_study(
             processor,
             (rows, cols),
         )
-        for name, scores in (("abs_q", abs_q), ("cls_attention", attention), ("random", rng.random(rows * cols))):
+        scores_by_name = {"abs_q": abs_q, "q": q, "cls_attention": attention, "random": rng.random(rows * cols)}
+        for name, scores in scores_by_name.items():
             per_image[name].append(auroc(scores, labels))
             pointing[name].append(float(labels[int(np.argmax(scores))] == 1))
 

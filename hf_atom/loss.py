@@ -121,12 +121,62 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.float64 if dtype == torch.float64 else torch.float32
 
 
-def _norm(x: torch.Tensor, ord: float) -> torch.Tensor:
-    """`ord`-norm over the last dim, with zero (not NaN) gradient where x == 0.
+class _EuclideanNorm(torch.autograd.Function):
+    """||x||_2 over the last dim with a one-multiply backward and gradient 0 (not NaN) at x = 0.
 
-    torch.linalg.vector_norm already maps the gradient at 0 to 0 and rescales to avoid overflow.
+    torch.linalg.vector_norm's generic backward makes several passes over x; on the (B, N, D) token spreads of
+    Eq. 10 that was a third of the loss's time on CPU (benchmarks/loss_speed.py). First derivatives only.
     """
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
+        norm = torch.linalg.vector_norm(x, ord=2, dim=-1)
+        ctx.save_for_backward(x, norm)
+        return norm
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        x, norm = ctx.saved_tensors
+        return x * _safe_ratio(grad, norm)[..., None]
+
+
+class _EuclideanSpread(torch.autograd.Function):
+    """||p_i - mu|| for every token (Eq. 10, 2-norm), fused: the backward makes one pass over (B, N, D) and gives
+    mu's gradient as minus the sum of p's, instead of a separate subtraction backward."""
+
+    @staticmethod
+    def forward(ctx, p: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+        difference = p - mu[:, None, :]
+        norm = torch.linalg.vector_norm(difference, ord=2, dim=-1)
+        ctx.save_for_backward(difference, norm)
+        return norm
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        difference, norm = ctx.saved_tensors
+        grad_p = difference * _safe_ratio(grad, norm)[..., None]
+        return grad_p, -grad_p.sum(dim=1)
+
+
+def _safe_ratio(grad: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
+    """grad / norm, and 0 where norm == 0 (the subgradient of a norm at 0)."""
+    positive = norm > 0
+    return torch.where(positive, grad / torch.where(positive, norm, torch.ones_like(norm)), torch.zeros_like(norm))
+
+
+def _norm(x: torch.Tensor, ord: float) -> torch.Tensor:
+    """`ord`-norm over the last dim, with zero (not NaN) gradient where x == 0."""
+    if ord == 2.0:
+        return _EuclideanNorm.apply(x)
+    # The generic norm maps the gradient at 0 to 0 as well.
     return torch.linalg.vector_norm(x, ord=ord, dim=-1)
+
+
+def _spread(p: torch.Tensor, mu: torch.Tensor, ord: float) -> torch.Tensor:
+    """||p_i - mu_A|| for every token, (B, N)."""
+    if ord == 2.0:
+        return _EuclideanSpread.apply(p, mu)
+    return torch.linalg.vector_norm(p - mu[:, None, :], ord=ord, dim=-1)
 
 
 def _soften(d: torch.Tensor, softening: float) -> torch.Tensor:
@@ -182,19 +232,20 @@ def atom_summaries(
         if mask is None:
             weights = torch.ones_like(q)
         else:
-            weights = (mask != 0).to(dtype)
-        # where (not indexing) keeps shapes static, and never lets a masked token's value reach a sum or a
-        # gradient, even an inf or NaN one.
-        keep = weights > 0
-        q = torch.where(keep, q, torch.zeros_like(q))
-        p = torch.where(keep[:, :, None], p, torch.zeros_like(p))
+            keep = mask != 0
+            weights = keep.to(dtype)
+            # where (not indexing) keeps shapes static, and never lets a masked token's value reach a sum or a
+            # gradient, even an inf or NaN one (e.g. padded rows of a fully masked attention).
+            q = torch.where(keep, q, torch.zeros_like(q))
+            p = torch.where(keep[:, :, None], p, torch.zeros_like(p))
         n_tokens = weights.sum(dim=1)
         valid = n_tokens > 0
         inv_n = 1.0 / n_tokens.clamp(min=1.0)
         q_plus = q.clamp(min=0.0)
         m = (1.0 - q_plus) * weights  # Eq. 11, zero on masked tokens
-        mu = torch.einsum("bn,bnd->bd", m, p) * inv_n[:, None]  # Eq. 9
-        spread = _norm(p - mu[:, None, :], norm_ord)  # ||p_i - mu_A||, (B, N)
+        # Eq. 9 as a multiply-and-sum: a (B, 1, N) x (B, N, D) batched matmul is a slow GEMV on CPU
+        mu = (m[:, :, None] * p).sum(dim=1) * inv_n[:, None]
+        spread = _spread(p, mu, norm_ord)  # ||p_i - mu_A||, (B, N)
         r = (q_plus * spread).sum(dim=1) * inv_n  # Eq. 10 (1 - m_i = max(q_i, 0))
         s_plus = q_plus.sum(dim=1)
         s_minus = q.clamp(max=0.0).sum(dim=1)
