@@ -127,7 +127,7 @@ def main() -> None:
             print(f"B={batch:4d} {name:17s} {ms:10.3f} ms  peak {memory:9.2f} MiB  loss {value:.6g}", flush=True)
 
     print(f"\nAtomic loss forward+backward, N={args.tokens}, D={dim}, {device_name(device)}\n")
-    print("| B | variant | median ms | speed-up vs naive_loop | peak MiB | |loss - first variant| |")
+    print("| B | variant | median ms | speed-up vs naive_loop | peak MiB | loss diff. vs first variant |")
     print("| --- | --- | --- | --- | --- | --- |")
     for row in rows:
         naive = next((r["ms"] for r in rows if r["batch"] == row["batch"] and r["variant"] == "naive_loop"), None)
