@@ -20,8 +20,7 @@ import os
 from typing import Any
 
 import torch
-from _common import write_results  # noqa: F401 - sets up the import path for hf_atom
-from image_classification import DataArguments, ModelArguments, load_splits, run
+from image_classification import DataArguments, ModelArguments, load_splits, run  # also puts hf_atom on the path
 
 from hf_atom import AtomTrainingArguments, AutoAtomModel
 from hf_atom.explain import Explainer, write_index

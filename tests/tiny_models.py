@@ -188,11 +188,8 @@ def text_dataset(size=16, length=8, num_labels=3, seed=0):
 
 
 def bert_no_dropout():
-    model = bert()
-    model.config.hidden_dropout_prob = 0.0
-    config = model.config
-    config.attention_probs_dropout_prob = 0.0
-    config.hidden_dropout_prob = 0.0
+    config = bert().config
+    config.hidden_dropout_prob = config.attention_probs_dropout_prob = 0.0
     return T.BertForSequenceClassification(config)
 
 
