@@ -2,6 +2,7 @@
 
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -22,6 +23,21 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def run_in_own_session(command: list[str], *, timeout: int, **popen_kwargs) -> tuple[int, str]:
+    """Runs `command` in a session of its own; on timeout kills the whole session (launcher AND its workers, which
+    would otherwise live on holding ports and cores) and fails with the output so far."""
+    proc = subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True, **popen_kwargs
+    )
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        output, _ = proc.communicate()
+        pytest.fail(f"{command[0]} still running after {timeout} s; output so far:\n{output[-6000:]}")
+    return proc.returncode, output
+
+
 def run_two_processes(script: Path, *args: str, timeout: int = 300) -> None:
     env = {
         **os.environ,
@@ -37,10 +53,17 @@ def run_two_processes(script: Path, *args: str, timeout: int = 300) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
+            start_new_session=True,
         )
         for rank in range(2)
     ]
-    outputs = [proc.communicate(timeout=timeout)[0] for proc in procs]
+    try:
+        outputs = [proc.communicate(timeout=timeout)[0] for proc in procs]
+    except subprocess.TimeoutExpired:
+        for proc in procs:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail(f"{script.name} still running after {timeout} s")
     for proc, output in zip(procs, outputs):
         assert proc.returncode == 0, output[-4000:]
 
@@ -69,7 +92,15 @@ def test_two_process_launch_trains_and_saves(tmp_path, launcher):
     script = [str(SCRIPTS / "train_tiny.py"), "--output_dir", str(tmp_path), "--atom_gather_across_processes", "true"]
     if launcher == "accelerate":
         config = REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"
-        command = [str(Path(sys.executable).with_name("accelerate")), "launch", "--config_file", str(config), *script]
+        command = [
+            str(Path(sys.executable).with_name("accelerate")),
+            "launch",
+            "--config_file",
+            str(config),
+            "--main_process_port",  # never accelerate's fixed default, 29500, which a parallel job may hold
+            str(free_port()),
+            *script,
+        ]
     else:
         command = [
             str(Path(sys.executable).with_name("torchrun")),
@@ -84,12 +115,12 @@ def test_two_process_launch_trains_and_saves(tmp_path, launcher):
         "MASTER_PORT": str(free_port()),
         "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS.parent)]),
     }
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "world_size=2" in result.stdout
+    returncode, output = run_in_own_session(command, timeout=420, env=env, cwd=tmp_path)
+    assert returncode == 0, output[-6000:]
+    assert output.count("world_size=2") == 2 and "rank 1 finished" in output, output[-6000:]
     checkpoint = tmp_path / "checkpoint-4"
     model = hf_atom.AutoAtomModel.from_pretrained(checkpoint)
     assert type(model).__name__ == "AtomBertForSequenceClassification"
     assert "hf_atom" in (checkpoint / "README.md").read_text()
     # global pairs: 2 processes x 4 samples -> C(8, 2) = 28 pairs per step
-    assert re.search(r"'atom_pairs': '?28(\.0)?'?[,}]", result.stdout), result.stdout[-2000:]
+    assert re.search(r"'atom_pairs': '?28(\.0)?'?[,}]", output), output[-2000:]

@@ -1,7 +1,9 @@
 """Run by test_distributed.py in 2 gloo processes: cross-process pairs give the single-process gradient."""
 
+import faulthandler
 import os
 import sys
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -24,21 +26,23 @@ def make_problem():
 
 def main(rank: int, world_size: int, out_dir: str) -> None:
     os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+    faulthandler.dump_traceback_later(120, exit=True)  # a hang fails with every thread's stack
     dist.init_process_group("gloo", rank=rank, world_size=world_size)
-    try:
-        hidden, mask, model = make_problem()
-        loss_fn = hf_atom.AtomLoss(softening=0.2, step="opposite", token_reduction="mean")
-        rows = [slice(0, 3), slice(3, 5)][rank]  # unequal shards: 3 and 2 samples
-        q, p = model(hidden[rows])
-        objective, parts = cross_process_atom_loss(loss_fn, loss_fn.summaries(q, p, mask[rows]))
-        objective.backward()
-        grads = [param.grad.clone() for param in model.parameters()]
-        for grad in grads:  # what DDP does: average over processes
-            dist.all_reduce(grad)
-            grad /= world_size
-        torch.save({"grads": grads, "loss": parts.loss, "num_pairs": parts.num_pairs}, f"{out_dir}/rank{rank}.pt")
-    finally:
-        dist.destroy_process_group()
+    hidden, mask, model = make_problem()
+    loss_fn = hf_atom.AtomLoss(softening=0.2, step="opposite", token_reduction="mean")
+    rows = [slice(0, 3), slice(3, 5)][rank]  # unequal shards: 3 and 2 samples
+    q, p = model(hidden[rows])
+    objective, parts = cross_process_atom_loss(loss_fn, loss_fn.summaries(q, p, mask[rows]))
+    objective.backward()
+    grads = [param.grad.clone() for param in model.parameters()]
+    for grad in grads:  # what DDP does: average over processes
+        dist.all_reduce(grad)
+        grad /= world_size
+    torch.save({"grads": grads, "loss": parts.loss, "num_pairs": parts.num_pairs}, f"{out_dir}/rank{rank}.pt")
+    dist.monitored_barrier(timeout=timedelta(seconds=60))
+    sys.stdout.flush()
+    # Skip the gloo teardown, which can hang at random after all work is done (pytorch/pytorch#75097).
+    os._exit(0)
 
 
 if __name__ == "__main__":
