@@ -1,0 +1,293 @@
+"""Shared pieces of the GAN recipes (`gan_mixture.py`, `gan_stacked_mnist.py`): arguments, the training loop of
+the three methods (`gan`, `atom`, `pacgan`) and the run's output files.
+
+The loop is plain PyTorch + Accelerate (the convention of diffusers' training examples), so it runs on one CPU
+core, one GPU, or `accelerate launch` with several processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+# Runs as scripts (`python recipes/x.py`, `accelerate launch recipes/x.py`): make hf_atom importable from a checkout.
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+METHODS = ("gan", "atom", "pacgan")
+
+
+@dataclass
+class GanTrainingArguments:
+    """How to train: method, budget, optimiser, seed, outputs (shared by the GAN recipes)."""
+
+    output_dir: str = field(metadata={"help": "Where the checkpoints, samples, plots and results.json go."})
+    method: str = field(
+        default="gan",
+        metadata={
+            "help": "`gan`: non-saturating GAN (the control); `atom`: + lambda * atom objective on the generator's "
+            "hidden features; `pacgan`: the discriminator sees `pack_size` samples at once."
+        },
+    )
+    pack_size: int = field(default=2, metadata={"help": "m, samples per discriminator input for `pacgan` (>= 1)."})
+    max_steps: int = field(default=10_000, metadata={"help": "Generator (and discriminator) updates."})
+    batch_size: int = field(default=100, metadata={"help": "Samples per step (packed inputs per step for pacgan)."})
+    learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate of both networks."})
+    adam_beta1: float = field(default=0.8)
+    adam_beta2: float = field(default=0.999)
+    seed: int = field(default=0)
+    eval_steps: int = field(default=0, metadata={"help": "Evaluate every this many steps (0: only at the end)."})
+    save_steps: int = field(default=0, metadata={"help": "Full checkpoint (both networks, optimisers) every k steps."})
+    num_threads: Optional[int] = field(
+        default=None, metadata={"help": "torch.set_num_threads (e.g. 1 on a shared CPU)."}
+    )
+    disable_tqdm: bool = field(default=False)
+    cpu: bool = field(default=False, metadata={"help": "Force the CPU even if a GPU is present."})
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}.")
+        if self.pack_size < 1:
+            raise ValueError(f"--pack_size must be >= 1 (1 = no packing), got {self.pack_size}.")
+        for name in ("max_steps", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        for name in ("eval_steps", "save_steps"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"--{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
+        if not self.learning_rate > 0:
+            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}.")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError(f"--num_threads must be >= 1, got {self.num_threads}.")
+
+    @property
+    def effective_pack(self) -> int:
+        """Samples per discriminator input: `pack_size` for pacgan, 1 for the other methods."""
+        return self.pack_size if self.method == "pacgan" else 1
+
+
+@dataclass
+class AtomGanArguments:
+    """The atom objective on the generator (ATOM_SPEC D7, ours): which layer, how many tokens, lambda, loss settings.
+
+    Read only with `--method atom`.
+    """
+
+    atom_weight: float = field(default=0.1, metadata={"help": "lambda: G loss += lambda * (L_A + charge term)."})
+    atom_layer: int = field(
+        default=-1, metadata={"help": "Which generator hidden layer feeds the atom head (1-based; -1 = the last)."}
+    )
+    atom_tokens: int = field(
+        default=8,
+        metadata={"help": "MLP generators: a layer's H activations become this many tokens of H/N features."},
+    )
+    atom_step: str = field(default="opposite", metadata={"help": "`opposite` (D1, ours) or `literal` (ablation)."})
+    atom_charge_constraint: str = field(default="target_abs", metadata={"help": "`target_abs` (D3d, ours) or `none`."})
+    atom_charge_target: float = field(default=0.5)
+    atom_softening: float = field(default=0.1)
+    atom_position_norm: str = field(default="sphere")
+    atom_position_dim: Optional[int] = field(default=None, metadata={"help": "D; defaults to the token width."})
+
+    def __post_init__(self):
+        if self.atom_tokens < 1:
+            raise ValueError(f"--atom_tokens must be >= 1, got {self.atom_tokens}.")
+        if self.atom_layer == 0:
+            raise ValueError("--atom_layer is 1-based (1 = first hidden layer) or negative from the end; got 0.")
+        # Validates weight, step, constraint, softening, position settings with the library's own messages.
+        self.atom_config()
+
+    def atom_config(self):
+        from hf_atom import AtomConfig
+
+        return AtomConfig(
+            weight=self.atom_weight,
+            step=self.atom_step,
+            charge_constraint=self.atom_charge_constraint,
+            charge_target=self.atom_charge_target,
+            softening=self.atom_softening,
+            position_norm=self.atom_position_norm,
+            position_dim=self.atom_position_dim,
+        )
+
+
+def resolve_layer(layer: int, num_layers: int) -> int:
+    """0-based index of a 1-based (or negative) `--atom_layer` among `num_layers` hidden layers."""
+    index = layer - 1 if layer > 0 else num_layers + layer
+    if not 0 <= index < num_layers:
+        raise ValueError(f"--atom_layer {layer} is out of range for a generator with {num_layers} hidden layers.")
+    return index
+
+
+def pack(samples: torch.Tensor, pack_size: int) -> torch.Tensor:
+    """PacGAN packing: (m*B, C, ...) -> (B, m*C, ...), consecutive samples concatenated along the feature axis."""
+    if pack_size == 1:
+        return samples
+    if samples.shape[0] % pack_size:
+        raise ValueError(f"{samples.shape[0]} samples cannot be packed by {pack_size}.")
+    return samples.reshape(samples.shape[0] // pack_size, pack_size * samples.shape[1], *samples.shape[2:])
+
+
+def discriminator_loss(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> torch.Tensor:
+    """-log D(x) - log(1 - D(G(z))) with D = sigmoid(logit), in the stable softplus form."""
+    return F.softplus(-real_logits).mean() + F.softplus(fake_logits).mean()
+
+
+def generator_loss(fake_logits: torch.Tensor) -> torch.Tensor:
+    """The non-saturating generator loss -log D(G(z)) (Goodfellow et al., 2014)."""
+    return F.softplus(-fake_logits).mean()
+
+
+@dataclass
+class GanParts:
+    """What a recipe hands to `train_gan`.
+
+    `generator(z, return_hidden=True)` must return `(samples, hidden_list)`; `tokens_fn(hidden_list)` turns the
+    chosen layer into atom tokens (B, N, h); `sample_real(n)` and `sample_noise(n)` draw batches on the device;
+    `evaluate(generator, step)` returns a metrics dict (called under `torch.no_grad`).
+    """
+
+    generator: nn.Module
+    discriminator: nn.Module
+    sample_real: Callable[[int], torch.Tensor]
+    sample_noise: Callable[[int], torch.Tensor]
+    tokens_fn: Callable[[list], torch.Tensor]
+    evaluate: Callable[[nn.Module, int], dict]
+    token_width: int
+
+
+def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArguments, accelerator) -> dict:
+    """Alternating D / G updates (one each per step) for `args.max_steps` steps. Returns the run's results dict
+    (final metrics, history, wall time, atom statistics); saves checkpoints along the way."""
+    from tqdm.auto import tqdm
+
+    generator, discriminator = parts.generator, parts.discriminator
+    regularizer = None
+    if args.method == "atom":
+        from hf_atom import AtomRegularizer
+
+        regularizer = AtomRegularizer(hidden_size=parts.token_width, config=atom_args.atom_config())
+    g_params = list(generator.parameters()) + (list(regularizer.parameters()) if regularizer is not None else [])
+    betas = (args.adam_beta1, args.adam_beta2)
+    g_opt = torch.optim.Adam(g_params, lr=args.learning_rate, betas=betas)
+    d_opt = torch.optim.Adam(discriminator.parameters(), lr=args.learning_rate, betas=betas)
+    if regularizer is not None:
+        generator, discriminator, regularizer, g_opt, d_opt = accelerator.prepare(
+            generator, discriminator, regularizer, g_opt, d_opt
+        )
+    else:
+        generator, discriminator, g_opt, d_opt = accelerator.prepare(generator, discriminator, g_opt, d_opt)
+
+    m = args.effective_pack
+    n = args.batch_size * m  # pacgan: B packed inputs of m samples each (as in PacGAN)
+    history, atom_sums, atom_count = [], {}, 0
+    start = time.perf_counter()
+    bar = tqdm(
+        range(1, args.max_steps + 1),
+        disable=args.disable_tqdm or not accelerator.is_local_main_process,
+        mininterval=5.0,
+        desc=f"{args.method}",
+    )
+    for step in bar:
+        # Discriminator: real vs (detached) fake.
+        real = parts.sample_real(n)
+        with torch.no_grad():
+            fake = generator(parts.sample_noise(n))
+        d_loss = discriminator_loss(discriminator(pack(real, m)), discriminator(pack(fake, m)))
+        d_opt.zero_grad(set_to_none=True)
+        accelerator.backward(d_loss)
+        d_opt.step()
+
+        # Generator: non-saturating loss (+ the atom objective on its hidden features).
+        fake, hidden = generator(parts.sample_noise(n), return_hidden=True)
+        g_loss = generator_loss(discriminator(pack(fake, m)))
+        objective = g_loss
+        if regularizer is not None:
+            out = regularizer(parts.tokens_fn(hidden))
+            objective = g_loss + out.objective
+            for key, value in out.metrics().items():
+                atom_sums[key] = atom_sums.get(key, 0.0) + float(value)
+            atom_count += 1
+        g_opt.zero_grad(set_to_none=True)
+        accelerator.backward(objective)
+        g_opt.step()
+
+        if step % 200 == 0:
+            bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
+        if args.eval_steps and step % args.eval_steps == 0 and step < args.max_steps:
+            history.append(_evaluate(parts, accelerator.unwrap_model(generator), step))
+        if args.save_steps and step % args.save_steps == 0:
+            accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{step}"))
+    wall = time.perf_counter() - start
+    bar.close()
+
+    final = _evaluate(parts, accelerator.unwrap_model(generator), args.max_steps)
+    history.append(final)
+    results = {
+        "final": final,
+        "history": history,
+        "train_wall_s": round(wall, 2),
+        "final_d_loss": float(d_loss.item()),
+        "final_g_loss": float(g_loss.item()),
+        "atom_stats_mean": {k: v / atom_count for k, v in atom_sums.items()} if atom_count else None,
+        "args": asdict(args),
+        "atom_args": asdict(atom_args) if args.method == "atom" else None,
+        "num_processes": accelerator.num_processes,
+        "device": str(accelerator.device),
+        "torch_threads": torch.get_num_threads(),
+    }
+    if accelerator.is_main_process:
+        save_networks(
+            args.output_dir,
+            accelerator.unwrap_model(generator),
+            accelerator.unwrap_model(discriminator),
+            accelerator.unwrap_model(regularizer) if regularizer is not None else None,
+        )
+    return results
+
+
+def _evaluate(parts: GanParts, generator: nn.Module, step: int) -> dict:
+    was_training = generator.training
+    generator.eval()
+    with torch.no_grad():
+        metrics = parts.evaluate(generator, step)
+    generator.train(was_training)
+    return {"step": step, **metrics}
+
+
+def save_networks(output_dir: str, generator: nn.Module, discriminator: nn.Module, regularizer=None) -> None:
+    """Final weights: `generator/` and `discriminator/` via `save_pretrained` (config.json + safetensors), and the
+    atom regularizer's head (`atom_regularizer.safetensors`) when there is one."""
+    generator.save_pretrained(os.path.join(output_dir, "generator"))
+    discriminator.save_pretrained(os.path.join(output_dir, "discriminator"))
+    if regularizer is not None:
+        from safetensors.torch import save_file
+
+        state = {k: v.detach().contiguous() for k, v in regularizer.state_dict().items()}
+        save_file(state, os.path.join(output_dir, "atom_regularizer.safetensors"))
+
+
+def write_json(path: str, payload: dict[str, Any]) -> str:
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+    return path
+
+
+def make_accelerator(args: GanTrainingArguments):
+    """An `Accelerator` (CPU if asked), seeded per process, with the thread count applied."""
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    if args.num_threads is not None:
+        torch.set_num_threads(args.num_threads)
+    accelerator = Accelerator(cpu=args.cpu)
+    # Same weights everywhere (DDP broadcasts them anyway), different noise and batches per process.
+    set_seed(args.seed, device_specific=True)
+    return accelerator
