@@ -121,3 +121,138 @@ def test_stacked_mnist_modes_and_kl():
     assert stacked_mnist_mode_metrics(torch.tensor([[7, 7, 7]] * 9))["kl"] == pytest.approx(math.log(1000))
     with pytest.raises(ValueError, match="channel_labels"):
         stacked_mnist_mode_metrics(torch.tensor([[10, 0, 0]]))
+
+
+# --------------------------------------------------------------------------------------------------------
+# Recipe pieces
+# --------------------------------------------------------------------------------------------------------
+
+
+def test_pack_concatenates_consecutive_samples():
+    from _gan_common import pack
+
+    x = torch.arange(12.0).view(6, 2)
+    packed = pack(x, 3)
+    assert packed.shape == (2, 6)
+    assert torch.equal(packed[1], torch.tensor([6.0, 7.0, 8.0, 9.0, 10.0, 11.0]))
+    images = torch.randn(4, 3, 5, 5)
+    assert torch.equal(pack(images, 2)[1, 3:], images[3])  # channels of the 2nd sample follow the 1st's
+    assert pack(x, 1) is x
+
+
+def test_gan_losses_match_their_formulas():
+    from _gan_common import discriminator_loss, generator_loss
+
+    real, fake = torch.tensor([2.0, -1.0]), torch.tensor([0.5, -3.0])
+    sig = torch.sigmoid
+    expected_d = -(sig(real).log().mean() + (1 - sig(fake)).log().mean())
+    assert discriminator_loss(real, fake) == pytest.approx(float(expected_d), rel=1e-6)
+    assert generator_loss(fake) == pytest.approx(float(-sig(fake).log().mean()), rel=1e-6)
+
+
+def test_mixture_networks_follow_the_protocol_shapes():
+    from gan_mixture import MixtureDiscriminator, MixtureGenerator
+
+    generator = MixtureGenerator(2, 400, 4)
+    out, hidden = generator(torch.randn(5, 2), return_hidden=True)
+    assert out.shape == (5, 2) and [h.shape for h in hidden] == [(5, 400)] * 4
+    linears = [m for m in generator.modules() if isinstance(m, torch.nn.Linear)]
+    assert [m.bias is None for m in linears] == [True] * 4 + [False]  # no biases except the output layer
+    discriminator = MixtureDiscriminator(2 * 3)  # pack 3
+    assert discriminator(torch.randn(5, 6)).shape == (5,)
+    assert discriminator.layers[0].linear.out_features == 200 * 5
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--dataset", "spiral"], "--dataset"),
+        (["--method", "wgan"], "--method"),
+        (["--method", "pacgan", "--pack_size", "0"], "--pack_size"),
+        (["--method", "atom", "--atom_tokens", "7"], "must divide --hidden_size"),
+        (["--atom_layer", "5"], "out of range"),
+        (["--method", "atom", "--atom_weight", "-1"], "weight"),
+        (["--method", "atom", "--atom_step", "sideways"], "step"),
+    ],
+)
+def test_bad_mixture_arguments_fail_at_parsing(flags, message, tmp_path):
+    from gan_mixture import parse
+
+    with pytest.raises(ValueError, match=message):
+        parse(["--output_dir", str(tmp_path), *flags])
+
+
+def test_bad_stacked_mnist_arguments_fail_at_parsing(tmp_path):
+    from gan_stacked_mnist import parse
+
+    with pytest.raises(ValueError, match="out of range"):
+        parse(["--output_dir", str(tmp_path), "--atom_layer", "3"])
+    with pytest.raises(ValueError, match="--pack_size"):
+        parse(["--output_dir", str(tmp_path), "--pack_size", "0"])
+
+
+# --------------------------------------------------------------------------------------------------------
+# Smoke runs: every method on every dataset for a few steps
+# --------------------------------------------------------------------------------------------------------
+
+TINY_MIXTURE = ["--max_steps", "3", "--batch_size", "8", "--hidden_size", "16", "--disc_units", "8",
+                "--num_train", "200", "--num_eval_samples", "50", "--num_threads", "1", "--disable_tqdm", "true",
+                "--eval_steps", "2", "--atom_tokens", "4"]  # fmt: skip
+
+
+@pytest.mark.parametrize("dataset", ["ring", "grid"])
+@pytest.mark.parametrize("method", ["gan", "atom", "pacgan"])
+def test_mixture_smoke_run(dataset, method, tmp_path):
+    from gan_mixture import MixtureGenerator, main
+
+    out = tmp_path / "run"
+    results = main(["--dataset", dataset, "--method", method, "--output_dir", str(out), *TINY_MIXTURE])
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["final"]["num_samples"] == 50 and [h["step"] for h in saved["history"]] == [2, 3]
+    assert set(saved["final"]) >= {"modes", "high_quality", "reverse_kl"}
+    assert (out / "samples.png").stat().st_size > 0
+    generator = MixtureGenerator.from_pretrained(str(out / "generator"))  # the checkpoint reloads
+    assert generator.hidden[0][0].out_features == 16
+    assert (out / "discriminator" / "model.safetensors").exists()
+    assert (out / "atom_regularizer.safetensors").exists() == (method == "atom")
+    if method == "atom":
+        assert results["atom_stats_mean"]["atom_pairs"] == 8 * 7 / 2
+
+
+def test_pacgan_discriminator_sees_packed_samples(tmp_path):
+    from gan_mixture import MixtureDiscriminator, main
+
+    out = tmp_path / "run"
+    main(["--method", "pacgan", "--pack_size", "3", "--output_dir", str(out), *TINY_MIXTURE])
+    assert MixtureDiscriminator.from_pretrained(str(out / "discriminator")).layers[0].linear.in_features == 6
+
+
+def _write_fake_mnist(folder, n=120):
+    """A tiny IDX gzip pair in the MNIST format (random pixels, labels 0-9)."""
+    import gzip
+
+    import numpy as np
+
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    header = np.array([2051, n, 28, 28], dtype=">i4").tobytes()
+    with gzip.open(folder / "t10k-images-idx3-ubyte.gz", "wb") as handle:
+        handle.write(header + rng.integers(0, 256, (n, 28, 28), dtype=np.uint8).tobytes())
+    with gzip.open(folder / "t10k-labels-idx1-ubyte.gz", "wb") as handle:
+        handle.write(np.array([2049, n], dtype=">i4").tobytes() + (np.arange(n) % 10).astype(np.uint8).tobytes())
+
+
+@pytest.mark.parametrize("method", ["gan", "atom", "pacgan"])
+def test_stacked_mnist_smoke_run(method, tmp_path):
+    from gan_stacked_mnist import main
+
+    _write_fake_mnist(tmp_path / "mnist")
+    out = tmp_path / "run"
+    flags = ["--data_dir", str(tmp_path / "mnist"), "--classifier_train", "100", "--classifier_epochs", "1",
+             "--gen_channels", "4", "--disc_channels", "4", "--latent_dim", "8", "--num_eval_samples", "30",
+             "--max_steps", "2", "--batch_size", "6", "--num_threads", "1", "--disable_tqdm", "true"]  # fmt: skip
+    results = main(["--method", method, "--output_dir", str(out), *flags])
+    assert results["final"]["num_samples"] == 30 and 1 <= results["final"]["modes"] <= 30
+    assert results["classifier"]["num_test"] == 20 and 0 <= results["classifier"]["accuracy"] <= 1
+    assert (out / "classifier" / "classifier_info.json").exists() and (out / "samples.png").exists()
+    assert (out / "generator" / "model.safetensors").exists()

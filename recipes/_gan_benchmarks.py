@@ -1,0 +1,107 @@
+"""Runs the GAN benchmark grid of docs/GENERATION.md one run at a time and keeps each run's results JSON.
+
+    python recipes/_gan_benchmarks.py main        # 2D ring + grid, gan / atom / pacgan, 5 seeds
+    python recipes/_gan_benchmarks.py ablations   # atom settings on the grid
+    python recipes/_gan_benchmarks.py smnist      # stacked MNIST, 3 methods x 2 seeds
+    python recipes/_gan_summarize.py              # the tables of docs/GENERATION.md from the JSON files
+
+Every run is a separate process with one thread (`--num_threads 1`): the budget of docs/GENERATION.md. A run whose
+JSON already exists is skipped, so an interrupted grid resumes. Run JSON: `docs/results/gan/<group>/<name>.json`
+(the recipe's results.json without checkpoints); the full outputs stay in `outputs/gan/<group>/<name>/`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results", "gan")
+OUTPUTS = os.path.join(ROOT, "outputs", "gan")
+
+# The reduced 2D budget (ours): see docs/GENERATION.md for why these numbers.
+MIXTURE_BUDGET = [
+    "--max_steps", "2000", "--batch_size", "100", "--learning_rate", "1e-3", "--adam_beta1", "0.5",
+    "--hidden_size", "64", "--disc_units", "64", "--eval_steps", "500",
+]  # fmt: skip
+SMNIST_BUDGET = ["--max_steps", "1000", "--num_eval_samples", "5000", "--learning_rate", "2e-4", "--adam_beta1", "0.5",
+                 "--batch_size", "64"]  # fmt: skip
+SEEDS = (0, 1, 2, 3, 4)
+
+# name -> extra flags of the atom ablations on the grid (the default atom run is the reference row).
+ABLATIONS = {
+    "atom_w0.03": ["--atom_weight", "0.03"],
+    "atom_w1": ["--atom_weight", "1.0"],
+    "atom_n1": ["--atom_tokens", "1"],
+    "atom_n32": ["--atom_tokens", "32"],
+    "atom_layer1": ["--atom_layer", "1"],
+    "atom_layer2": ["--atom_layer", "2"],
+    "atom_literal": ["--atom_step", "literal"],
+    "atom_nocharge": ["--atom_charge_constraint", "none"],
+}
+ABLATION_SEEDS = (0, 1)
+
+
+def runs(group: str, methods=("gan", "atom", "pacgan")):
+    """(name, recipe, flags) of every run of a group."""
+    if group == "main":
+        for dataset in ("grid", "ring"):
+            for method in methods:
+                for seed in SEEDS:
+                    flags = ["--dataset", dataset, "--method", method, "--seed", str(seed), *MIXTURE_BUDGET]
+                    yield f"{dataset}__{method}__s{seed}", "gan_mixture.py", flags
+    elif group == "ablations":
+        for label, extra in ABLATIONS.items():
+            for seed in ABLATION_SEEDS:
+                flags = ["--dataset", "grid", "--method", "atom", "--seed", str(seed), *MIXTURE_BUDGET, *extra]
+                yield f"grid__{label}__s{seed}", "gan_mixture.py", flags
+    elif group == "smnist":
+        for seed in (0, 1):
+            for method in methods:
+                flags = ["--method", method, "--seed", str(seed), *SMNIST_BUDGET,
+                         "--classifier_dir", os.path.join(OUTPUTS, "mnist_classifier")]  # fmt: skip
+                yield f"stacked_mnist__{method}__s{seed}", "gan_stacked_mnist.py", flags
+    else:
+        raise ValueError(f"Unknown group {group!r}; choose main, ablations or smnist.")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("group", choices=("main", "ablations", "smnist"))
+    parser.add_argument("--methods", nargs="+", default=["gan", "atom", "pacgan"], help="A subset, in this order.")
+    parser.add_argument("--dry_run", action="store_true", help="Print the commands only.")
+    cli = parser.parse_args()
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", PYTHONPATH=ROOT)
+    for name, recipe, flags in runs(cli.group, tuple(cli.methods)):
+        target = os.path.join(RESULTS, cli.group, f"{name}.json")
+        if os.path.exists(target):
+            continue
+        out = os.path.join(OUTPUTS, cli.group, name)
+        command = [sys.executable, os.path.join(ROOT, "recipes", recipe), *flags, "--num_threads", "1",
+                   "--disable_tqdm", "true", "--output_dir", out]  # fmt: skip
+        print(" ".join(command[1:]), flush=True)
+        if cli.dry_run:
+            continue
+        start = time.perf_counter()
+        subprocess.run(command, check=True, env=env, cwd=ROOT)
+        with open(os.path.join(out, "results.json"), encoding="utf-8") as handle:
+            results = json.load(handle)
+        results["command"] = "python " + " ".join(
+            os.path.relpath(c, ROOT) if c.startswith(ROOT) else c for c in command[1:]
+        )
+        results["process_wall_s"] = round(time.perf_counter() - start, 1)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        with open(target, "w", encoding="utf-8") as handle:
+            json.dump(results, handle, indent=1, sort_keys=True)
+        if os.path.exists(os.path.join(out, "samples.png")):
+            shutil.copy(os.path.join(out, "samples.png"), os.path.join(out, "..", f"{name}.png"))
+        print(f"  done in {results['process_wall_s']} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
