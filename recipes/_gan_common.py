@@ -172,7 +172,11 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
     if args.method == "atom":
         from hf_atom import AtomRegularizer
 
-        regularizer = AtomRegularizer(hidden_size=parts.token_width, config=atom_args.atom_config())
+        # A forked RNG for the head's init: the noise and batches of the run then equal the `gan` control's at the
+        # same seed, so `atom` vs `gan` is a paired comparison (and lambda = 0 reproduces the control exactly).
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(args.seed + 1_000_003)
+            regularizer = AtomRegularizer(hidden_size=parts.token_width, config=atom_args.atom_config())
     g_params = list(generator.parameters()) + (list(regularizer.parameters()) if regularizer is not None else [])
     betas = (args.adam_beta1, args.adam_beta2)
     g_opt = torch.optim.Adam(g_params, lr=args.learning_rate, betas=betas)
