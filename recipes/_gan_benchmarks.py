@@ -30,18 +30,15 @@ MIXTURE_BUDGET = [
     "--max_steps", "2000", "--batch_size", "100", "--learning_rate", "1e-3", "--adam_beta1", "0.5",
     "--hidden_size", "64", "--disc_units", "64", "--eval_steps", "500",
 ]  # fmt: skip
-SMNIST_BUDGET = ["--max_steps", "1000", "--num_eval_samples", "5000", "--learning_rate", "2e-4", "--adam_beta1", "0.5",
-                 "--batch_size", "64"]  # fmt: skip
+SMNIST_BUDGET = ["--max_steps", "300", "--num_eval_samples", "5000", "--learning_rate", "2e-4", "--adam_beta1", "0.5",
+                 "--batch_size", "64", "--atom_layer", "1", "--eval_steps", "150"]  # fmt: skip
 SEEDS = (0, 1, 2, 3, 4)
 
 # name -> extra flags of the atom ablations on the grid (the default atom run is the reference row).
 ABLATIONS = {
-    "atom_w0.03": ["--atom_weight", "0.03"],
     "atom_w1": ["--atom_weight", "1.0"],
     "atom_n1": ["--atom_tokens", "1"],
-    "atom_n32": ["--atom_tokens", "32"],
     "atom_layer1": ["--atom_layer", "1"],
-    "atom_layer2": ["--atom_layer", "2"],
     "atom_literal": ["--atom_step", "literal"],
     "atom_nocharge": ["--atom_charge_constraint", "none"],
 }

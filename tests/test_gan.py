@@ -306,3 +306,15 @@ def test_atom_run_differs_from_gan_run_only_through_the_atom_term(tmp_path):
     control, zero, atom = generator_after("gan", 0.1), generator_after("atom", 0.0), generator_after("atom", 1.0)
     assert all(torch.equal(control[k], zero[k]) for k in control)
     assert not all(torch.equal(control[k], atom[k]) for k in control)
+
+
+def test_summarizer_mean_and_sample_std():
+    import statistics
+
+    from _gan_summarize import fmt, mean_std
+
+    values = [21.0, 25.0, 19.0, 22.0]
+    mean, std, n = mean_std(values)
+    assert (mean, n) == (statistics.mean(values), 4) and std == pytest.approx(statistics.stdev(values))
+    assert mean_std([3.0]) == (3.0, 0.0, 1)
+    assert fmt([0.5, float("nan")]) == "0.50 ± 0.00 (1 undefined)"  # a run without high-quality points
