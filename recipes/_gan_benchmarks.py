@@ -37,6 +37,7 @@ SEEDS = (0, 1, 2, 3, 4)
 # name -> extra flags of the atom ablations on the grid (the default atom run is the reference row).
 ABLATIONS = {
     "atom_w1": ["--atom_weight", "1.0"],
+    "atom_w10": ["--atom_weight", "10.0"],
     "atom_n1": ["--atom_tokens", "1"],
     "atom_layer1": ["--atom_layer", "1"],
     "atom_literal": ["--atom_step", "literal"],
