@@ -43,7 +43,7 @@ ABLATIONS = {
     "atom_literal": ["--atom_step", "literal"],
     "atom_nocharge": ["--atom_charge_constraint", "none"],
 }
-ABLATION_SEEDS = (0,)
+ABLATION_SEEDS = (0, 1)
 
 
 def runs(group: str, methods=("gan", "atom", "pacgan")):

@@ -318,3 +318,14 @@ def test_summarizer_mean_and_sample_std():
     assert (mean, n) == (statistics.mean(values), 4) and std == pytest.approx(statistics.stdev(values))
     assert mean_std([3.0]) == (3.0, 0.0, 1)
     assert fmt([0.5, float("nan")]) == "0.50 ± 0.00 (1 undefined)"  # a run without high-quality points
+
+
+def test_summarizer_replaces_only_the_marked_blocks(tmp_path):
+    from _gan_summarize import update_doc
+
+    doc = tmp_path / "doc.md"
+    doc.write_text("intro\n<!-- BEGIN a -->\nold\n<!-- END a -->\nkept\n<!-- BEGIN b -->\n<!-- END b -->\n")
+    update_doc(str(doc), {"a": "| new |", "c": "ignored"})
+    assert (
+        doc.read_text() == "intro\n<!-- BEGIN a -->\n| new |\n<!-- END a -->\nkept\n<!-- BEGIN b -->\n<!-- END b -->\n"
+    )
