@@ -80,17 +80,34 @@ def mixture_tables(main_runs) -> str:
     return "\n".join(lines)
 
 
+def atom_stats_cells(runs: list[dict]) -> str:
+    """Mean over seeds of the per-run means over steps of L_A, mean |q| and the mean pair distance d-bar."""
+    if not runs[0].get("atom_stats_mean"):
+        return " - | - | - |"
+    cells = [mean_std([r["atom_stats_mean"][key] for r in runs])[0] for key in ATOM_KEYS]
+    return " " + " | ".join(f"{c:.3f}" for c in cells) + " |"
+
+
+ATOM_KEYS = ("atom_loss", "atom_mean_abs_q", "atom_mean_distance")
+
+
 def ablation_table(main_runs, ablation_runs) -> str:
     if not ablation_runs:
         return ""
     seeds = sorted({r["args"]["seed"] for runs in ablation_runs.values() for r in runs})
-    lines = [f"\n#### Ablations of atom on the 2D grid (seeds {seeds}), ours\n", MIXTURE_HEADER]
+    header = MIXTURE_HEADER.split("\n")
+    lines = [
+        f"\n#### Ablations of atom on the 2D grid (seeds {seeds}), ours\n",
+        header[0] + " L_A | mean abs q | mean d-bar |",
+        header[1] + " --- | --- | --- |",
+    ]
     for method in ("gan", "atom"):
         reference = [r for r in main_runs.get(("grid", method), []) if r["args"]["seed"] in seeds]
         if reference:
-            lines.append(mixture_row(f"{method} (main table, same seeds)", reference, 25))
+            label = f"{method} (main table, same seeds)"
+            lines.append(mixture_row(label, reference, 25) + atom_stats_cells(reference))
     for (_, label), runs in sorted(ablation_runs.items()):
-        lines.append(mixture_row(label, runs, 25))
+        lines.append(mixture_row(label, runs, 25) + atom_stats_cells(runs))
     return "\n".join(lines)
 
 
