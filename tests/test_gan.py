@@ -223,8 +223,11 @@ def test_pacgan_discriminator_sees_packed_samples(tmp_path):
     from gan_mixture import MixtureDiscriminator, main
 
     out = tmp_path / "run"
-    main(["--method", "pacgan", "--pack_size", "3", "--output_dir", str(out), *TINY_MIXTURE])
+    main(["--method", "pacgan", "--pack_size", "3", "--save_steps", "3", "--output_dir", str(out), *TINY_MIXTURE])
     assert MixtureDiscriminator.from_pretrained(str(out / "discriminator")).layers[0].linear.in_features == 6
+    checkpoint = sorted(os.listdir(out / "checkpoint-3"))  # both networks and both optimisers (accelerate state)
+    assert sum(name.startswith("model") for name in checkpoint) == 2
+    assert sum(name.startswith("optimizer") for name in checkpoint) == 2
 
 
 def _write_fake_mnist(folder, n=120):
