@@ -162,7 +162,7 @@ def montage(paths: list[str], titles: list[str], out: str, columns: int = 3) -> 
     import matplotlib.pyplot as plt
 
     rows = math.ceil(len(paths) / columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), dpi=90, squeeze=False)
+    fig, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.2 * rows), dpi=80, squeeze=False)
     for ax in axes.flat:
         ax.axis("off")
     for ax, path, title in zip(axes.flat, paths, titles):
