@@ -89,6 +89,18 @@ def _capture_atom_forwards(atom_model: AtomMixin) -> Iterator[_CapturedForwards]
             handle.remove()
 
 
+def _check_mixin_order(trainer_class: type) -> None:
+    """A trainer whose compute_loss comes before the mixin's in the MRO would train without the atom term, silently."""
+    mro = trainer_class.__mro__
+    for cls in mro[: mro.index(AtomTrainerMixin)]:
+        if "compute_loss" in vars(cls) and not issubclass(cls, AtomTrainerMixin):
+            raise TypeError(
+                f"{trainer_class.__name__}: {cls.__name__}.compute_loss comes before AtomTrainerMixin's, so the atom "
+                f"term would never be added. Put the mixin first: `class {trainer_class.__name__}(AtomTrainerMixin, "
+                f"{cls.__name__})`."
+            )
+
+
 class AtomTrainerMixin:
     """Adds lambda * (L_A + charge term) to the loss of any `Trainer` subclass and logs its parts.
 
@@ -114,6 +126,10 @@ class AtomTrainerMixin:
     """
 
     atom_arguments_class: type = AtomTrainingArguments
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _check_mixin_order(cls)  # at class definition: the earliest point
 
     def __init__(
         self,
@@ -230,12 +246,16 @@ class AtomTrainerMixin:
         if not training:
             return (task_loss, outputs) if return_outputs else task_loss  # eval_loss stays comparable with a baseline
         self._check_finite(task_loss, atom)
-        objective = atom.objective
-        if self._parent_loss_is_scaled_for_ga(num_items_in_batch):
-            objective = objective / self.current_gradient_accumulation_steps
-        # Always added, even for lambda = 0: the heads then get exact zero gradients (DDP needs every parameter to
-        # take part) and every other gradient is bit-identical to the parent trainer's.
-        loss = task_loss + objective.to(task_loss.dtype)
+        if weight == 0 and self.accelerator.num_processes == 1:
+            # lambda = 0 is the parent trainer exactly: the heads get no gradient, so even the global gradient norm
+            # of clipping is computed over the same gradients. Under data parallelism the zero term is still added,
+            # since DDP needs every parameter to take part (the heads then get exact zero gradients).
+            loss = task_loss
+        else:
+            objective = atom.objective
+            if self._parent_loss_is_scaled_for_ga(num_items_in_batch):
+                objective = objective / self.current_gradient_accumulation_steps
+            loss = task_loss + objective.to(task_loss.dtype)
         return (loss, outputs) if return_outputs else loss
 
     def _same_forward_charges(
@@ -364,6 +384,17 @@ class AtomTrainer(AtomTrainerMixin, Trainer):
     """
 
     atom_arguments_class = AtomTrainingArguments
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        others = [base.__name__ for base in mro[mro.index(AtomTrainerMixin) + 1 : mro.index(Trainer)]]
+        if others:  # AtomTrainer's loss scaling is Trainer's; another trainer keeps its own through the mixin
+            raise TypeError(
+                f"AtomTrainer is the plain-Trainer case and cannot be combined with {others[0]}. Use "
+                f"`class {cls.__name__}(hf_atom.AtomTrainerMixin, {others[0]})` with arguments from "
+                f"`hf_atom.atom_arguments_class(...)` (ready-made for trl: `hf_atom.trl.AtomSFTTrainer`)."
+            )
 
     def __init__(self, model: Optional[nn.Module] = None, args: Optional[Any] = None, *trainer_args, **kwargs):
         super().__init__(model, args, *trainer_args, **kwargs)
