@@ -230,7 +230,8 @@ class Explainer:
           common to all inputs, with `.png` appended (`x/a.png` and `y/a.png` give `x/a.png.png` and `y/a.png.png`);
           the same file given twice is explained once.
         - A file with an image extension that is not a readable image is skipped with a warning when found in a
-          folder, and stops the export (before anything is written) when named directly.
+          folder, and stops the export with an error naming it when named directly (checked before anything is
+          written, except for damage that shows only when the whole picture is decoded).
 
         Raises:
             `ValueError`: naming the input or `out_dir` that is wrong and what to do instead.
