@@ -178,7 +178,7 @@ class AtomMixin:
 
     def _init_weights(self, module):
         if isinstance(module, AtomHead):
-            module.reset_parameters()  # never the base model's zero-bias/0.02 default for Q (ATOM_SPEC D3e)
+            module.reset_parameters()  # never the base model's zero-bias/0.02 default for Q (docs/DESIGN.md, D3e)
             return
         super()._init_weights(module)
 
@@ -203,7 +203,24 @@ class AtomMixin:
 
         outputs = base_forward(self, **kwargs, output_hidden_states=True, return_dict=True)
 
-        inputs = {**kwargs, **extra}
+        q, p, tokens = self.atom_charges(outputs, {**kwargs, **extra})
+
+        fields = {key: value for key, value in outputs.items() if key != "hidden_states" or want_hidden}
+        result = _atom_output_class(type(outputs))(**fields, atom_q=q, atom_p=p, atom_mask=tokens.mask)
+        if return_dict is False:
+            return result.to_tuple(), tokens
+        return result, tokens
+
+    def atom_charges(
+        self, outputs: ModelOutput, inputs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, AtomTokens]:
+        """Charges q, positions p and the tokens they belong to, from the outputs of one forward pass.
+
+        Args:
+            outputs (`ModelOutput`): outputs with `hidden_states`, of this model or of its backbone (`base_model`,
+                e.g. when a trainer runs the backbone itself, like trl's fused LM head).
+            inputs (`dict`): the inputs of that forward pass (masks, `special_tokens_mask`, `pixel_values`).
+        """
         if self.atom_token_selector is not None:
             hidden, mask = self.atom_token_selector(self, outputs, inputs)
             if mask is None:
@@ -212,12 +229,7 @@ class AtomMixin:
         else:
             tokens = select_tokens(self.config, self.atom_config, outputs, inputs, type(self).__name__)
         q, p = self.atom_head(tokens.hidden)
-
-        fields = {key: value for key, value in outputs.items() if key != "hidden_states" or want_hidden}
-        result = _atom_output_class(type(outputs))(**fields, atom_q=q, atom_p=p, atom_mask=tokens.mask)
-        if return_dict is False:
-            return result.to_tuple(), tokens
-        return result, tokens
+        return q, p, tokens
 
     @torch.no_grad()
     def token_importance(self, **inputs) -> TokenImportance:

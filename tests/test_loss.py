@@ -175,7 +175,7 @@ def test_fewer_than_two_valid_samples_give_zero(batch, masked):
 def test_all_tokens_masked_gives_zero():
     q = torch.rand(3, 4, requires_grad=True)
     p = torch.randn(3, 4, 2, requires_grad=True)
-    loss = atom_loss(q, p, torch.zeros(3, 4))
+    loss = atom_loss(q, p, torch.zeros(3, 4, dtype=torch.bool))
     assert loss.item() == 0.0
     assert_finite_with_grads(loss, q, p)
 
@@ -241,7 +241,7 @@ def test_no_quadratic_token_tensor_anywhere():
     q = (torch.rand(batch, tokens) * 2 - 1).requires_grad_()
     p = torch.randn(batch, tokens, dim, requires_grad=True)
     with RecordSizes():
-        loss = atom_loss(q, p, torch.ones(batch, tokens))
+        loss = atom_loss(q, p, torch.ones(batch, tokens, dtype=torch.bool))
         loss.backward()
     largest = max(sizes)
     assert largest[0] <= batch * tokens * dim, largest
