@@ -405,3 +405,24 @@ class AtomTrainer(AtomTrainerMixin, Trainer):
     def loss_is_scaled_for_ga(self) -> bool:  # read by Trainer.training_step
         # A user `compute_loss_func` normalises by num_items_in_batch itself; our own losses are micro-batch means.
         return self.compute_loss_func is not None
+
+    # -- resuming (hf_atom.checkpoints) --------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: Optional[Union[str, bool]] = None, *args, **kwargs):
+        """`Trainer.train`, except that `resume_from_checkpoint=True` resumes from the newest COMPLETE checkpoint.
+
+        A run killed while saving leaves its newest `checkpoint-N` incomplete (e.g. without `trainer_state.json`), on
+        which `Trainer` crashes. Here such folders are skipped with a warning naming them and what they lack; a
+        checkpoint path that is incomplete raises a `ValueError` saying so. See `hf_atom.checkpoints`.
+        """
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            from .checkpoints import resolve_resume_checkpoint
+
+            resume_from_checkpoint = resolve_resume_checkpoint(
+                resume_from_checkpoint,
+                self.args.output_dir,
+                require_optimizer=not self.args.save_only_model,
+                world_size=self.args.world_size,
+                logger=logger,
+            )
+        return super().train(resume_from_checkpoint, *args, **kwargs)
