@@ -360,11 +360,9 @@ def test_non_finite_check_names_step_and_part(tmp_path):
     atom = trainer.atom_objective(torch.rand(3, 4) * 2 - 1, torch.randn(3, 4, 5))
     atom.loss = torch.tensor(float("inf"))
     with pytest.raises(FloatingPointError, match=r"step 0: atomic loss L_A = inf"):
-        trainer._check_finite(torch.tensor(1.0), atom)
+        atom.check_finite(torch.tensor(1.0), step=trainer.state.global_step)
     with pytest.raises(FloatingPointError, match=r"task loss = nan"):
-        trainer._check_finite(
-            torch.tensor(float("nan")), trainer.atom_objective(torch.zeros(2, 1), torch.ones(2, 1, 1))
-        )
+        trainer.atom_objective(torch.zeros(2, 1), torch.ones(2, 1, 1)).check_finite(torch.tensor(float("nan")))
 
 
 def test_gathering_follows_the_trainers_process_count(tmp_path, monkeypatch):
