@@ -97,14 +97,15 @@ def train_and_evaluate(
     validation / test splits, predicts the unlabelled ones (`unlabelled`, written by `write_predictions`) and writes
     `results.json`; returns `results` completed with the metrics (keys without their prefix).
 
-    `num_train` replaces `len(splits["train"])` for a streamed training split, which has no length.
+    `num_train` replaces `len(splits["train"])` (a streamed training split has no length: None unless given).
     `print_metrics=False` skips `trainer.log_metrics` (it prints; a caller with its own printed report may not want it).
     """
     args = trainer.args
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
     metrics = dict(train_result.metrics)
-    num_train = len(splits["train"]) if num_train is None else num_train
+    if num_train is None and hasattr(splits["train"], "__len__"):  # a stream has no length
+        num_train = len(splits["train"])
     if num_train is not None:
         metrics["train_samples"] = num_train
     if print_metrics:
