@@ -9,7 +9,11 @@ Data: a Hub dataset id (e.g. `--dataset_name timm/oxford-iiit-pet`), a local `im
     python recipes/image_classification.py --train_dir ../shared/data/pets3/images \\
         --model_name_or_path DINOV2_FOLDER --output_dir out/pets3 --atom_weight 0.1
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/image_classification.py \\
-        --dataset_name ILSVRC/imagenet-1k --model_name_or_path google/vit-base-patch16-224 --output_dir out/in1k --bf16 true
+        --dataset_name ILSVRC/imagenet-1k --streaming true --max_steps 50000 --image_pipeline fast \\
+        --dataloader_num_workers 8 --model_name_or_path google/vit-base-patch16-224 --output_dir out/in1k --bf16 true
+
+Unlabelled evaluation splits (ImageNet-1K's test split: every label -1) are predicted, not scored:
+`predictions_<split>.csv` holds index, file name, label id and label name; `results.json` has validation metrics only.
 
 Arguments come as flags, or as one JSON / YAML file with the same keys; every `AtomTrainingArguments` field applies.
 """

@@ -14,7 +14,10 @@ sentence; no header) and Poem Sentiment (id, verse, label in -1..2; no header). 
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/text_classification.py \\
         --model_name_or_path HuggingFaceTB/SmolLM2-135M --dataset_name google-research-datasets/poem_sentiment ...
 
-Metrics (scikit-learn, offline): accuracy, macro F1 and Matthews correlation (the CoLA metric).
+Metrics (scikit-learn, offline): accuracy, macro F1 and Matthews correlation (the CoLA metric). Unlabelled evaluation
+splits (GLUE's test splits: every label -1; a local file without a label column) are predicted, not scored: GLUE's
+submission file (`CoLA.tsv`, ...) for GLUE tasks, else `predictions_<split>.tsv`; `results.json` then has validation
+metrics only.
 """
 
 from __future__ import annotations
