@@ -67,6 +67,19 @@ def check_label_ids(split_name: str, label_ids: Optional[Sequence[Any]], labels:
     return True
 
 
+def materialise(stream, limit: Optional[int] = None):
+    """A streamed split as a `datasets.Dataset` (written to the datasets cache; images stay encoded on the way)."""
+    import datasets
+
+    if limit is not None:
+        stream = stream.take(limit)
+
+    def rows(stream):
+        yield from stream
+
+    return datasets.Dataset.from_generator(rows, features=stream.features, gen_kwargs={"stream": stream.decode(False)})
+
+
 def classification_metrics(prediction: EvalPrediction) -> dict[str, float]:
     """Accuracy, macro F1 and Matthews correlation with scikit-learn (exact and offline)."""
     logits = prediction.predictions[0] if isinstance(prediction.predictions, tuple) else prediction.predictions

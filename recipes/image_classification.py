@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 import numpy as np
 import transformers
-from _common import check_label_ids, classification_metrics, parse_arguments, train_and_evaluate
+from _common import check_label_ids, classification_metrics, materialise, parse_arguments, train_and_evaluate
 from image_transforms import FastPixels, ImageTransform, collate
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, set_seed
 
@@ -177,19 +177,6 @@ def _load_raw(data_args: DataArguments):
             f"Could not load dataset {data_args.dataset_name!r} ({type(error).__name__}: {error}). Use a Hub "
             "dataset id (needs network), --train_dir for a local imagefolder, or the default 'digits'."
         ) from error
-
-
-def materialise(stream, limit: Optional[int] = None):
-    """A streamed split as a `datasets.Dataset` (written to the datasets cache, images kept encoded)."""
-    import datasets
-
-    if limit is not None:
-        stream = stream.take(limit)
-
-    def rows(stream):
-        yield from stream
-
-    return datasets.Dataset.from_generator(rows, features=stream.features, gen_kwargs={"stream": stream.decode(False)})
 
 
 def load_splits(data_args: DataArguments):

@@ -28,7 +28,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from _common import UNLABELLED, check_label_ids, classification_metrics, parse_arguments, train_and_evaluate
+from _common import (
+    UNLABELLED,
+    check_label_ids,
+    classification_metrics,
+    materialise,
+    parse_arguments,
+    train_and_evaluate,
+)
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -90,8 +97,20 @@ class DataArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Truncate longer inputs."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate the training set."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Truncate validation and test sets."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the training split of a Hub (or local Hub-layout) dataset instead of materialising it; "
+            "needs --max_steps. Validation and test are read in full as usual."
+        },
+    )
+    shuffle_buffer_size: int = field(default=10000, metadata={"help": "With --streaming: rows in the shuffle buffer."})
 
     def __post_init__(self):
+        if self.streaming and self.dataset_name is None:
+            raise ValueError("--streaming is for Hub datasets (or local Hub-layout folders) given as --dataset_name.")
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"--shuffle_buffer_size must be at least 1, got {self.shuffle_buffer_size}.")
         if self.dataset_name is None and self.train_file is None:
             raise ValueError(
                 "Give a dataset: --dataset_name HUB_ID, or local files with --train_file (and "
@@ -99,6 +118,15 @@ class DataArguments:
             )
         if self.dataset_name is not None and self.train_file is not None:
             raise ValueError("Give either --dataset_name or --train_file, not both.")
+
+
+def check_arguments(data_args: DataArguments, training_args: AtomTrainingArguments) -> None:
+    """Checks that need both argument groups, before any data is read."""
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError(
+            "--streaming needs --max_steps N (a positive number of optimizer steps): a stream has no length, so the "
+            "Trainer cannot count epochs."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -167,13 +195,21 @@ def load_splits(data_args: DataArguments):
 
     if data_args.dataset_name is not None:
         try:
-            raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+            raw = datasets.load_dataset(
+                data_args.dataset_name, data_args.dataset_config_name, streaming=data_args.streaming
+            )
         except Exception as error:  # noqa: BLE001 - re-raised with the fix
             raise ValueError(
                 f"Could not load dataset {data_args.dataset_name!r} ({type(error).__name__}: {error}). Hub datasets "
                 "need network; offline, pass local files with --train_file/--validation_file."
             ) from error
         splits = {name: raw[name] for name in ("train", "validation", "test") if name in raw}
+        if data_args.streaming:
+            if "train" not in splits:
+                raise ValueError(f"Dataset {data_args.dataset_name!r} has no 'train' split; splits: {list(raw)}.")
+            for name in ("validation", "test"):
+                if name in splits:
+                    splits[name] = materialise(splits[name], data_args.max_eval_samples)
     else:
         splits = {}
         for name, files in (
@@ -187,7 +223,8 @@ def load_splits(data_args: DataArguments):
                     for key, values in read_local_file(path.strip(), data_args.file_format).items():
                         columns.setdefault(key, []).extend(values)
                 splits[name] = datasets.Dataset.from_dict(columns)
-    columns = splits["train"].column_names
+    streamed = isinstance(splits["train"], datasets.IterableDataset)
+    columns = list(splits["train"].features or {})
     text_column = data_args.text_column or next(
         (c for c in ("sentence", "verse_text", "text", "content") if c in columns), None
     )
@@ -200,9 +237,16 @@ def load_splits(data_args: DataArguments):
     feature = splits["train"].features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         labels = list(feature.names)
+    elif streamed:
+        raise ValueError(
+            f"--streaming needs a ClassLabel label column (the label names), and {label_column!r} is {feature}: "
+            "collecting the names would read the whole stream. Drop --streaming."
+        )
     else:
         labels = sorted({str(v) for v in splits["train"][label_column]})
     for name, split in splits.items():
+        if name == "train" and streamed:
+            continue  # a stream is not read ahead of training; its ClassLabel feature names the classes
         split_feature = split.features.get(label_column)
         if split_feature is None:  # e.g. GLUE's raw test TSVs (index, sentence): predicted, not scored
             label_ids = None
@@ -232,6 +276,10 @@ def load_splits(data_args: DataArguments):
                 )
             if split_feature is not None:  # unlabelled: predicted, so no label column reaches the model
                 splits[name] = splits[name].remove_columns(label_column)
+    if streamed:  # shuffled in `run`, with the run's seed
+        if data_args.max_train_samples is not None:
+            splits["train"] = splits["train"].take(data_args.max_train_samples)
+        return splits, text_column, labels  # a plain dict: DatasetDict holds no stream
     if data_args.max_train_samples is not None:
         splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
     if data_args.max_eval_samples is not None:
@@ -298,8 +346,12 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
     file, or `predictions_<split>.tsv`), saves model and tokenizer; returns (trainer, results)."""
     import datasets
 
+    check_arguments(data_args, training_args)
     set_seed(training_args.seed)
     splits, text_column, labels = load_splits(data_args)
+    streamed = isinstance(splits["train"], datasets.IterableDataset)
+    if streamed:
+        splits["train"] = splits["train"].shuffle(seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size)
     unlabelled = unlabelled_splits(splits, data_args.label_column)
     indices = {  # GLUE's test splits number their rows in `idx`
         name: list(splits[name]["idx"]) if "idx" in splits[name].column_names else list(range(len(splits[name])))
@@ -351,6 +403,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
         },
         unlabelled=unlabelled,
         write_predictions=write_predictions,
+        num_train=data_args.max_train_samples if streamed else None,
     )
     return trainer, results
 
@@ -359,6 +412,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, AtomTrainingArguments), argv
     )
+    check_arguments(data_args, training_args)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     _, results = run(model_args, data_args, training_args)
     return results

@@ -389,7 +389,8 @@ def write_glue_cola_layout(root: Path) -> Path:
     return root
 
 
-def test_text_recipe_on_glue_layout_writes_submission_file(tmp_path, tiny_text_models):
+@pytest.mark.parametrize("streaming", [False, True])
+def test_text_recipe_on_glue_layout_writes_submission_file(tmp_path, tiny_text_models, streaming):
     data = write_glue_cola_layout(tmp_path / "glue")
     out = tmp_path / "out"
     text_classification.main(
@@ -400,12 +401,15 @@ def test_text_recipe_on_glue_layout_writes_submission_file(tmp_path, tiny_text_m
             str(data),
             "--dataset_config_name",
             "cola",
+            "--streaming",
+            str(streaming).lower(),
             "--output_dir",
             str(out),
             *COMMON,
         ]
     )
     result = results(out)
+    assert result["num_train"] == (None if streaming else 24)
     assert result["labels"] == ["unacceptable", "acceptable"] and result["unlabelled_splits"] == ["test"]
     assert "test" not in result and set(result["validation"]) >= {"mcc", "accuracy"} and result["num_test"] == 6
     lines = (out / "CoLA.tsv").read_text().splitlines()  # GLUE's submission format: index, 0/1
@@ -519,3 +523,16 @@ def test_recipes_need_hf_atom_installed_and_leave_sys_path_alone():
     )
     completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert completed.stdout.strip() == "True", completed.stderr[-2000:]
+
+
+def test_text_recipe_streaming_argument_errors(tmp_path, tiny_text_models):
+    data = write_glue_cola_layout(tmp_path / "glue")
+    model = ["--model_name_or_path", str(tiny_text_models / "bert"), "--output_dir", str(tmp_path / "o")]
+    no_steps = [arg for arg in COMMON if arg not in ("--max_steps", "2")]
+    with pytest.raises(ValueError, match="--streaming needs --max_steps N"):
+        text_classification.main(
+            ["--dataset_name", str(data), "--dataset_config_name", "cola", "--streaming", "true", *model, *no_steps]
+        )
+    write_raw_cola(tmp_path / "train.tsv", 8)
+    with pytest.raises(ValueError, match="--streaming is for Hub datasets"):
+        text_classification.main(["--train_file", str(tmp_path / "train.tsv"), "--streaming", "true", *model, *COMMON])
