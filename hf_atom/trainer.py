@@ -198,17 +198,16 @@ class AtomTrainerMixin:
         self._atom_metrics.add("train" if training else "eval", task_loss, atom)
         if not training:
             return (task_loss, outputs) if return_outputs else task_loss  # eval_loss stays comparable with a baseline
-        atom.check_finite(task_loss, step=self.state.global_step)
         if weight == 0 and self.accelerator.num_processes == 1:
             # lambda = 0 is the parent trainer exactly: the heads get no gradient, so even the global gradient norm
             # of clipping is computed over the same gradients. Under data parallelism the zero term is still added,
             # since DDP needs every parameter to take part (the heads then get exact zero gradients).
-            loss = task_loss
-        else:
-            objective = atom.objective
-            if self._parent_loss_is_scaled_for_ga(num_items_in_batch):
-                objective = objective / self.current_gradient_accumulation_steps
-            loss = task_loss + objective.to(task_loss.dtype)
+            return (task_loss, outputs) if return_outputs else task_loss
+        atom.check_finite(task_loss, step=self.state.global_step)  # before backward: never NaN weights
+        objective = atom.objective
+        if self._parent_loss_is_scaled_for_ga(num_items_in_batch):
+            objective = objective / self.current_gradient_accumulation_steps
+        loss = task_loss + objective.to(task_loss.dtype)
         return (loss, outputs) if return_outputs else loss
 
     # -- resuming (hf_atom.checkpoints) --------------------------------------------------------------------------
