@@ -385,7 +385,7 @@ def test_values_on_masked_tokens_never_matter_to_the_check():
     mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
     assert torch.isfinite(atom_loss(q, p, mask, check_values=True))
     with pytest.raises(ValueError, match="`p` has NaN or infinite values"):
-        atom_loss(torch.full((2, 3), 0.5), p)
+        atom_loss(torch.full((2, 3), 0.5), p, check_values=True)
 
 
 def test_pair_energy_matrix_validates_step():
