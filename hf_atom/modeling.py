@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 from typing import Any, Optional, Union
 
@@ -22,6 +23,7 @@ import transformers
 from transformers import AutoConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .checkpoints import check_saved_model
 from .configuration import AtomConfig
 from .heads import AtomHead
 from .importance import TokenImportance
@@ -389,10 +391,6 @@ class AutoAtomModel:
 def _check_local_model(path, config, kwargs: dict[str, Any], atom_config_given: bool) -> None:
     """Fails early, with a message naming the problem, on a local folder whose weights are cut short or whose atom
     heads do not have the shapes its atom settings describe (transformers would raise deep in loading)."""
-    import os
-
-    from .checkpoints import check_saved_model
-
     folder = os.path.join(os.fspath(path), kwargs["subfolder"]) if kwargs.get("subfolder") else os.fspath(path)
     if not os.path.isdir(folder) or kwargs.get("variant") or kwargs.get("gguf_file"):
         return  # Hub ids and other file layouts: transformers' own checks apply
