@@ -15,6 +15,7 @@ changes nothing in practice; nltk's own documented example of `word_tokenize` is
 
 from __future__ import annotations
 
+import random
 from typing import Callable, Iterable, Sequence
 
 __all__ = ["distinct_n", "ngrams", "self_bleu", "word_tokenize"]
@@ -87,7 +88,13 @@ def distinct_n(texts: Iterable[str], n: int, tokenize: Tokenizer | None = None) 
     return len(distinct) / total
 
 
-def self_bleu(texts: Sequence[str], max_n: int = 3, tokenize: Tokenizer | None = None) -> float:
+def self_bleu(
+    texts: Sequence[str],
+    max_n: int = 3,
+    tokenize: Tokenizer | None = None,
+    max_hypotheses: int | None = None,
+    seed: int = 0,
+) -> float:
     """Self-BLEU (Zhu et al., 2018, Texygen): each text's BLEU against all the other texts as references, averaged.
 
     nltk's `sentence_bleu` with uniform weights over 1..`max_n`-grams and `SmoothingFunction().method1`, as in
@@ -98,6 +105,9 @@ def self_bleu(texts: Sequence[str], max_n: int = 3, tokenize: Tokenizer | None =
         texts (`Sequence[str]`): at least two texts.
         max_n (`int`): the highest n-gram order.
         tokenize (`Callable[[str], list[str]]`, *optional*): defaults to `word_tokenize`.
+        max_hypotheses (`int`, *optional*): score only this many texts, drawn at random with `seed`, each still
+            against ALL the other texts: an unbiased estimate of the full average at a fraction of the cost (the
+            full average costs O(len(texts)^2) BLEU reference passes: ~40 s for 416 verses on one CPU core).
 
     Returns:
         `float`: in [0, 1].
@@ -110,8 +120,14 @@ def self_bleu(texts: Sequence[str], max_n: int = 3, tokenize: Tokenizer | None =
     _, _, smoothing_cls, sentence_bleu = _nltk()
     smoothing = smoothing_cls().method1
     weights = (1.0 / max_n,) * max_n
+    indices = list(range(len(tokenized)))
+    if max_hypotheses is not None and max_hypotheses < len(indices):
+        if max_hypotheses < 1:
+            raise ValueError(f"max_hypotheses must be >= 1 (or None for all), got {max_hypotheses}.")
+        indices = sorted(random.Random(seed).sample(indices, max_hypotheses))
     scores = []
-    for i, hypothesis in enumerate(tokenized):
+    for i in indices:
+        hypothesis = tokenized[i]
         references = tokenized[:i] + tokenized[i + 1 :]
         scores.append(sentence_bleu(references, hypothesis, weights=weights, smoothing_function=smoothing))
     return float(sum(scores) / len(scores))

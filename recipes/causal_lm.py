@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import sys
 from dataclasses import dataclass, field
 from itertools import chain
@@ -58,6 +59,21 @@ class ModelArguments:
             "choices": list(TRAINERS),
         },
     )
+    trainable_parameters: Optional[str] = field(
+        default=None,
+        metadata={
+            "help": "Regular expression: train only the parameters whose names match it (re.search), plus the atom "
+            "heads; the rest is frozen. E.g. 'layers\\.(2[6-9])\\.|^model\\.norm' for the last 4 blocks of a "
+            "30-block Llama. Unset: train everything."
+        },
+    )
+
+    def __post_init__(self):
+        if self.trainable_parameters is not None:
+            try:
+                re.compile(self.trainable_parameters)
+            except re.error as error:
+                raise ValueError(f"--trainable_parameters is not a regular expression: {error}.") from error
 
 
 @dataclass
@@ -273,7 +289,29 @@ def build_model_and_tokenizer(model_args: ModelArguments):
     model = AutoModelForCausalLM.from_pretrained(model_args.model_name_or_path)
     if model.config.pad_token_id is None:
         model.config.pad_token_id = tokenizer.pad_token_id
+    if model_args.trainable_parameters is not None:
+        freeze_except(model, model_args.trainable_parameters)
     return model, tokenizer
+
+
+def freeze_except(model, pattern: str) -> list[str]:
+    """Freezes every parameter whose name does not match `pattern`; returns the names left trainable. The atom heads,
+    attached later by the trainer, are new parameters and always train."""
+    trainable = []
+    for name, parameter in model.named_parameters():
+        parameter.requires_grad_(re.search(pattern, name) is not None)
+        if parameter.requires_grad:
+            trainable.append(name)
+    if not trainable:
+        raise ValueError(
+            f"--trainable_parameters {pattern!r} matches no parameter of the model; names look like "
+            f"{[name for name, _ in model.named_parameters()][:3]}."
+        )
+    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info(
+        "Training %d of %d parameter tensors (%d weights).", len(trainable), len(list(model.parameters())), count
+    )
+    return trainable
 
 
 def add_perplexity(results: dict[str, Any]) -> dict[str, Any]:

@@ -77,6 +77,18 @@ def test_self_bleu_hand_computed():
     assert self_bleu(["x y z", "a b c"], tokenize=str.split) == 0.0
 
 
+def test_self_bleu_subset_of_hypotheses():
+    texts = ["a b", "a c", "d e", "d f", "g h"]
+    full = self_bleu(texts, max_n=1, tokenize=str.split)
+    assert self_bleu(texts, max_n=1, tokenize=str.split, max_hypotheses=10) == full
+    # per-text scores: 1/2, 1/2, 1/2, 1/2, 0; any 2-subset averages one of {1/2, 1/4}, always against all others
+    subset = self_bleu(texts, max_n=1, tokenize=str.split, max_hypotheses=2, seed=3)
+    assert subset in (pytest.approx(0.5), pytest.approx(0.25))
+    assert self_bleu(texts, max_n=1, tokenize=str.split, max_hypotheses=2, seed=3) == subset
+    with pytest.raises(ValueError, match="max_hypotheses must be >= 1"):
+        self_bleu(texts, max_hypotheses=0)
+
+
 def test_self_bleu_errors():
     with pytest.raises(ValueError, match="at least 2 texts"):
         self_bleu(["only one"])
