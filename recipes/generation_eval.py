@@ -101,7 +101,7 @@ class GenerationEvalArguments:
 
     def __post_init__(self):
         self.model_list = parse_models(self.models)
-        if self.base_model is None:
+        if not self.base_model:
             raise ValueError("Give --base_model (the checkpoint before finetuning): it scores the samples.")
         try:
             self.temperature_list = [float(t) for t in self.temperatures.split(",")]

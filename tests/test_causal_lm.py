@@ -16,6 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))
 
 import causal_lm  # noqa: E402
+import generation_eval  # noqa: E402
 
 COMMON = [
     "--report_to",
@@ -212,3 +213,136 @@ def test_recipe_errors(tmp_path, tiny_lms):
         )
     with pytest.raises(ValueError, match="Could not load dataset 'no-such/dataset'"):
         causal_lm.main(["--dataset_name", "no-such/dataset", *model])
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Generation evaluation
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_token_nll_matches_a_plain_per_sequence_loop(tiny_lms):
+    _, model = generation_eval.load_causal_lm(str(tiny_lms / "llama"))
+    sequences = [[5, 6, 7, 8, 9], [10, 11, 12], [4, 13, 14, 15, 16, 17, 18]]
+    starts = [1, 2, 4]
+    got = generation_eval.token_nll(model, sequences, starts, [0.5, 1.0], batch_size=2)  # padding inside a batch
+    for temperature in (0.5, 1.0):
+        nll, count = 0.0, 0
+        for sequence, start in zip(sequences, starts):
+            with torch.no_grad():
+                logits = model(input_ids=torch.tensor([sequence])).logits[0].double()
+            for position in range(start, len(sequence)):
+                nll -= float(torch.log_softmax(logits[position - 1] / temperature, -1)[sequence[position]])
+                count += 1
+        assert got[temperature][1] == count == 4 + 1 + 3
+        assert got[temperature][0] == pytest.approx(nll, rel=1e-5)
+    assert generation_eval.perplexity(8.0, 4) == pytest.approx(math.exp(2.0))
+    with pytest.raises(ValueError, match="no context"):
+        generation_eval.token_nll(model, [[1, 2]], [0], [1.0], batch_size=1)
+
+
+def test_prompts_and_model_list():
+    assert generation_eval.make_prompts(["one two three four", "too short", "a b c d e"], 3) == [
+        "one two three",
+        "a b c",
+    ]
+    assert generation_eval.make_prompts(["a b c d", "e f g h"], 2, num_prompts=1) == ["a b"]
+    with pytest.raises(ValueError, match="more than --prompt_words=5"):
+        generation_eval.make_prompts(["a b c"], 5)
+    assert generation_eval.parse_models("a=x, a=y,b=z") == [("a", "x"), ("a", "y"), ("b", "z")]
+    with pytest.raises(ValueError, match="LABEL=PATH"):
+        generation_eval.parse_models("a=x,just_a_path")
+
+
+def _summary(points):
+    return {
+        temperature: {
+            "base_ppl_of_samples": {"mean": quality, "std": 0.0, "n": 1},
+            "distinct_2": {"mean": diversity, "std": 0.0, "n": 1},
+            "self_bleu": {"mean": 1 - diversity, "std": 0.0, "n": 1},
+        }
+        for temperature, (quality, diversity) in points.items()
+    }
+
+
+def test_curve_comparison_at_equal_quality():
+    summary = {
+        "baseline": _summary({"0.7": (10.0, 0.2), "1.0": (20.0, 0.4), "1.3": (40.0, 0.6)}),
+        # at quality 20 the baseline has 0.4 -> +0.1; at 10 * sqrt(2) (half-way in log) it has 0.3 -> +0.05;
+        # quality 80 lies outside the baseline's range -> no comparison
+        "atom": _summary({"0.7": (10.0 * math.sqrt(2.0), 0.35), "1.0": (20.0, 0.5), "1.3": (80.0, 0.1)}),
+    }
+    rows = generation_eval.compare_curves(summary, "baseline", "atom", "base_ppl_of_samples", "distinct_2")
+    assert [row["temperature"] for row in rows] == [0.7, 1.0]
+    assert [row["gain"] for row in rows] == [pytest.approx(0.05), pytest.approx(0.1)]
+    assert generation_eval.verdict(rows) == "above"
+    # self-BLEU: lower is more diverse, so the same curves are "above" again
+    rows = generation_eval.compare_curves(summary, "baseline", "atom", "base_ppl_of_samples", "self_bleu")
+    assert [row["gain"] for row in rows] == [pytest.approx(0.05), pytest.approx(0.1)]
+    assert generation_eval.verdict([{"gain": 0.1}, {"gain": -0.1}]) == "crossing"
+    assert (
+        generation_eval.verdict([{"gain": -0.1}]) == "below" and generation_eval.verdict([]) == "no overlap in quality"
+    )
+
+
+def test_generation_eval_end_to_end_on_tiny_models(tmp_path, tiny_lms, monkeypatch):
+    write_poem_tsv(tmp_path / "test.tsv")
+    out = tmp_path / "eval"
+    argv = [
+        "--models",
+        f"baseline={tiny_lms / 'llama'},atom={tiny_lms / 'llama'}",
+        "--base_model",
+        str(tiny_lms / "llama"),
+        "--prompt_file",
+        str(tmp_path / "test.tsv"),
+        "--prompt_words",
+        "2",
+        "--num_prompts",
+        "3",
+        "--num_samples",
+        "3",
+        "--temperatures",
+        "0.5,2.0",
+        "--max_new_tokens",
+        "5",
+        "--output_dir",
+        str(out),
+        "--plot",
+        str(tmp_path / "curves.png"),
+    ]
+    report = generation_eval.main(argv)
+    assert (tmp_path / "curves.png").stat().st_size > 0 and (out / "table.md").read_text().startswith("| model |")
+    assert json.loads((out / "summary.json").read_text())["summary"] == json.loads(json.dumps(report["summary"]))
+    result = json.loads((out / f"baseline__{'llama'}.json").read_text())
+    assert result["num_prompts"] == 3 and result["num_heldout"] == len(VERSES)
+    low, high = result["temperatures"]["0.5"], result["temperatures"]["2.0"]
+    for values in (low, high):
+        assert 0 <= values["distinct_1"] <= 1 and 0 <= values["self_bleu"] <= 1
+        assert len(values["examples"]) == 3 and all(len(example["samples"]) == 3 for example in values["examples"])
+        assert values["base_ppl_of_samples"] > 0
+    # held-out perplexity at T: the model's own scores of the verses + EOS under softmax(logits / T)
+    tokenizer, model = generation_eval.load_causal_lm(str(tiny_lms / "llama"))
+    ids = [tokenizer(verse)["input_ids"] + [tokenizer.eos_token_id] for verse in VERSES]
+    expected = generation_eval.token_nll(model, ids, [1] * len(ids), [2.0], batch_size=1)[2.0]
+    assert high["heldout_ppl"] == pytest.approx(generation_eval.perplexity(*expected), rel=1e-5)
+    # same model and seed under both labels -> identical numbers; summary over one model has std 0
+    assert json.loads((out / "atom__llama.json").read_text())["temperatures"] == result["temperatures"]
+    assert report["comparisons"]["atom_vs_baseline:distinct_2@base_ppl_of_samples"]["points"][0]["gain"] == 0
+    # a second call with the same settings reuses the per-model JSON
+    monkeypatch.setattr(generation_eval, "evaluate_model", None)  # would fail if called
+    again = generation_eval.main(argv)
+    assert again["summary"] == report["summary"]
+
+
+@pytest.mark.parametrize(
+    "flags, match",
+    [
+        (["--temperatures", "0,1"], "must be > 0"),
+        (["--num_samples", "1"], "must be >= 2"),
+        (["--models", "nolabel"], "LABEL=PATH"),
+        (["--base_model", ""], "Give --base_model"),
+    ],
+)
+def test_generation_eval_argument_errors(tmp_path, flags, match):
+    argv = ["--models", "a=x", "--prompt_file", "p.tsv", "--output_dir", str(tmp_path), "--base_model", "b", *flags]
+    with pytest.raises(ValueError, match=match):
+        generation_eval.main(argv)
