@@ -346,3 +346,59 @@ def test_generation_eval_argument_errors(tmp_path, flags, match):
     argv = ["--models", "a=x", "--prompt_file", "p.tsv", "--output_dir", str(tmp_path), "--base_model", "b", *flags]
     with pytest.raises(ValueError, match=match):
         generation_eval.main(argv)
+
+
+@pytest.mark.slow
+def test_recipe_and_generation_eval_on_smollm2(tmp_path):
+    """The real SmolLM2-135M checkpoint on Poem Sentiment verses: 2 steps of the last block + heads, then sampling."""
+    from assets import offline_model, shared_data
+
+    folder, data = offline_model("smollm2"), shared_data("poem_sentiment")
+    out = tmp_path / "smollm2"
+    result = causal_lm.main(
+        [
+            "--model_name_or_path",
+            str(folder),
+            "--train_file",
+            str(data / "train.tsv"),
+            "--validation_file",
+            str(data / "dev.tsv"),
+            "--max_train_samples",
+            "8",
+            "--max_eval_samples",
+            "8",
+            "--max_seq_length",
+            "32",
+            "--trainable_parameters",
+            r"layers\.29\.",
+            "--output_dir",
+            str(out),
+            *COMMON,
+        ]
+    )
+    assert result["num_train"] == 8 and math.isfinite(result["validation"]["perplexity"])
+    assert result["validation"]["atom_pairs"] > 0
+    model = hf_atom.AutoAtomModel.from_pretrained(out)
+    assert type(model).__name__ == "AtomLlamaForCausalLM"
+    report = generation_eval.main(
+        [
+            "--models",
+            f"atom={out}",
+            "--base_model",
+            str(folder),
+            "--prompt_file",
+            str(data / "test.tsv"),
+            "--num_prompts",
+            "2",
+            "--num_samples",
+            "2",
+            "--temperatures",
+            "1.0",
+            "--max_new_tokens",
+            "6",
+            "--output_dir",
+            str(tmp_path / "eval"),
+        ]
+    )
+    values = report["summary"]["atom"]["1.0"]
+    assert math.isfinite(values["heldout_ppl"]["mean"]) and math.isfinite(values["base_ppl_of_samples"]["mean"])
