@@ -264,11 +264,11 @@ def tokenize_splits(splits, text_column: str, tokenizer, data_args: DataArgument
 
 def _sft_classes():
     try:
-        from hf_atom import AtomSFTConfig, AtomSFTTrainer
+        from hf_atom.trl import AtomSFTConfig, AtomSFTTrainer
     except ImportError as error:
-        raise NotImplementedError(
-            "--trainer sft needs hf_atom.AtomSFTTrainer and hf_atom.AtomSFTConfig (trl's SFTTrainer with the atom "
-            f"mixin; `pip install hf_atom[trl]`), which this installation lacks ({error}). Use --trainer atom."
+        raise ImportError(
+            "--trainer sft needs trl and hf_atom.trl (trl's SFTTrainer with the atom mixin): "
+            f"`pip install hf_atom[trl]` ({error}). Or use --trainer atom."
         ) from error
     return AtomSFTTrainer, AtomSFTConfig
 
@@ -331,6 +331,11 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
             raise ValueError(
                 f"--trainer sft needs {config_cls.__name__} arguments, got {type(training_args).__name__}."
             )
+        if training_args.atom_exclude_special_tokens:
+            raise ValueError(
+                "--atom_exclude_special_tokens needs special_tokens_mask in the batches, which trl's collator drops; "
+                "use --trainer atom for it."
+            )
     else:
         trainer_cls = AtomTrainer
     set_seed(training_args.seed)
@@ -339,17 +344,21 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
     special = bool(training_args.atom_exclude_special_tokens)
     with training_args.main_process_first(desc="tokenization"):
         splits = tokenize_splits(splits, text_column, tokenizer, data_args, special)
-    if data_args.block_size is None:
-        collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
+    collator_kwargs = {}
+    if model_args.trainer == "sft":
+        # The same tokens as --trainer atom; trl sees a processed dataset and its collator pads and builds labels.
+        splits = splits.select_columns(["input_ids"])
+    elif data_args.block_size is None:
+        collator_kwargs["data_collator"] = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
     else:
-        collator = default_data_collator
+        collator_kwargs["data_collator"] = default_data_collator
     trainer = trainer_cls(
         model=model,
         args=training_args,
         train_dataset=splits["train"],
         eval_dataset=splits.get("validation"),
-        data_collator=collator,
         processing_class=tokenizer,
+        **collator_kwargs,
     )
     results = train_and_evaluate(
         trainer,

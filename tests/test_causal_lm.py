@@ -402,3 +402,31 @@ def test_recipe_and_generation_eval_on_smollm2(tmp_path):
     )
     values = report["summary"]["atom"]["1.0"]
     assert math.isfinite(values["heldout_ppl"]["mean"]) and math.isfinite(values["base_ppl_of_samples"]["mean"])
+
+
+def test_trainer_flag_picks_the_arguments_class():
+    assert causal_lm.training_arguments_class("atom") is hf_atom.AtomTrainingArguments
+    assert causal_lm._requested_trainer(["--output_dir", "o", "--trainer", "sft"]) == "sft"
+    assert causal_lm._requested_trainer(["--trainer=sft"]) == "sft" and causal_lm._requested_trainer([]) == "atom"
+    with pytest.raises(ValueError, match="--trainer must be one of"):
+        causal_lm.training_arguments_class("dpo")
+
+
+def test_trainer_sft_trains_with_trl_and_the_atom_mixin(tmp_path, tiny_lms):
+    pytest.importorskip("trl")
+    from hf_atom.trl import AtomSFTConfig
+
+    assert causal_lm.training_arguments_class("sft") is AtomSFTConfig
+    write_poem_tsv(tmp_path / "train.tsv")
+    data = ["--model_name_or_path", str(tiny_lms / "llama"), "--train_file", str(tmp_path / "train.tsv")]
+    data += ["--validation_split_percentage", "25", *COMMON]
+    flags = [*data, "--trainer", "sft"]
+    # an SFTConfig field: accepted with --trainer sft, unknown to AtomTrainingArguments
+    result = causal_lm.main([*flags, "--max_length", "16", "--output_dir", str(tmp_path / "sft")])
+    assert result["trainer"] == "sft" and result["num_train"] == 6
+    assert result["validation"]["atom_pairs"] > 0 and math.isfinite(result["validation"]["perplexity"])
+    assert type(hf_atom.AutoAtomModel.from_pretrained(tmp_path / "sft")).__name__ == "AtomLlamaForCausalLM"
+    with pytest.raises(SystemExit):
+        causal_lm.main([*data, "--max_length", "16", "--output_dir", str(tmp_path / "a")])
+    with pytest.raises(ValueError, match="trl's collator drops"):
+        causal_lm.main([*flags, "--atom_exclude_special_tokens", "true", "--output_dir", str(tmp_path / "x")])
