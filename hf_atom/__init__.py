@@ -3,7 +3,7 @@
 
 __version__ = "0.1.0"
 
-from .configuration import CHARGE_CONSTRAINTS, POSITION_NORMS, AtomConfig
+from .configuration import CHARGE_CONSTRAINTS, POSITION_NORMS, AtomConfig, AtomConfigError
 from .heads import AtomHead
 from .importance import TokenImportance
 from .loss import (
@@ -15,6 +15,7 @@ from .loss import (
     atom_loss,
     atom_summaries,
     charge_target_penalty,
+    check_atom_inputs,
     pair_energy_matrix,
 )
 from .modeling import (
@@ -30,14 +31,24 @@ from .modeling import (
     with_atom,
 )
 from .peft_utils import get_peft_model
-from .tokens import AtomTokens, feature_widths, select_tokens
-from .trainer import AtomTrainer
-from .training_args import AtomTrainingArguments
+from .regularizer import AtomObjective, AtomRegularizer, AtomRegularizerOutput
+from .tokens import AtomTokens, feature_map_tokens, feature_widths, mlp_tokens, select_tokens
+from .trainer import AtomTrainer, AtomTrainerMixin
+from .training_args import AtomTrainingArguments, atom_arguments_class
 
 __all__ = [
     "__version__",
     "AtomConfig",
+    "AtomConfigError",
     "AtomHead",
+    "AtomObjective",
+    "AtomRegularizer",
+    "AtomRegularizerOutput",
+    "AtomTrainerMixin",
+    "atom_arguments_class",
+    "check_atom_inputs",
+    "feature_map_tokens",
+    "mlp_tokens",
     "AtomLoss",
     "AtomLossOutput",
     "AtomSummaries",

@@ -1,112 +1,158 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
-"""`AtomConfig`: every atom-modeling setting in one validated dataclass (no transformers import)."""
+"""`AtomConfig`: the one definition of every atom-modeling setting (no transformers import).
+
+Each field carries its type (choices as `Literal`), default and help. Everything else reads this dataclass: the
+`--atom_*` flags of `AtomTrainingArguments` are generated from it (`hf_atom.training_args`), the heads, the loss,
+the regularizer and the trainer take an `AtomConfig`, and checkpoints store it as `config.atom_config`. Validation
+happens once, here. Defaults marked "ours" are this project's decisions, not the paper's (docs/DESIGN.md).
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import asdict, dataclass
-from typing import Any, Optional
+import math
+import typing
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal, Optional
 
-from .loss import AtomLoss, validate_loss_settings
+from .loss import STEP_MODES, TOKEN_REDUCTIONS, AtomLoss, StepMode, TokenReduction
 
-POSITION_NORMS = ("sphere", "layernorm", "none")
-CHARGE_CONSTRAINTS = ("target_abs", "none")
+PositionNorm = Literal["sphere", "layernorm", "none"]
+ChargeConstraint = Literal["target_abs", "none"]
 
-__all__ = ["AtomConfig", "POSITION_NORMS", "CHARGE_CONSTRAINTS"]
+POSITION_NORMS: tuple[str, ...] = typing.get_args(PositionNorm)
+CHARGE_CONSTRAINTS: tuple[str, ...] = typing.get_args(ChargeConstraint)
+
+# Field groups (metadata "group"): "loss" settings always apply; "head" settings shape the heads when they are
+# built (an existing atom model keeps its own); "training" settings are read by the trainer only.
+LOSS, HEAD, TRAINING = "loss", "head", "training"
+
+__all__ = [
+    "AtomConfig",
+    "AtomConfigError",
+    "STEP_MODES",
+    "TOKEN_REDUCTIONS",
+    "POSITION_NORMS",
+    "CHARGE_CONSTRAINTS",
+]
+
+
+class AtomConfigError(ValueError):
+    """An invalid atom setting. `field` names the `AtomConfig` field; the message names it as the caller spells it
+    (e.g. `--atom_weight` on the command line)."""
+
+    def __init__(self, field_name: str, problem: str, spelling: str = "`{}`"):
+        self.field = field_name
+        self.problem = problem
+        super().__init__(spelling.format(field_name) + " " + problem)
+
+    def respelled(self, spelling: str) -> "AtomConfigError":
+        return AtomConfigError(self.field, self.problem, spelling)
+
+
+def _setting(default: Any, group: str, help: str, **checks: Any) -> Any:
+    return field(default=default, metadata={"group": group, "help": help, **checks})
 
 
 @dataclass
 class AtomConfig:
-    """Configuration of the atom heads and the atomic loss.
-
-    Defaults marked "ours" are this project's decisions (ATOM_SPEC D1-D6), not the paper's.
+    """Configuration of atom modeling: the heads, the atomic loss, the charge constraint and the trainer's use of
+    them. Every `--atom_<field>` flag of `AtomTrainingArguments` is generated from a field here.
 
     Args:
-        weight (`float`, defaults to 0.1):
-            lambda in `loss = task_loss + lambda * L_A` (D6). 0 trains the plain model (the baseline).
-        input_dim (`int`, *optional*):
-            h, the width of the token features the heads read. Resolved from the model's config when the heads
-            are attached (and then stored); set it for models whose width cannot be read from the config.
-        position_dim (`int`, *optional*):
-            D, the width of the positions p (Eq. 12). Defaults to h, as in the paper (P: R^h -> R^h).
-        softening (`float`, defaults to 0.1):
-            Plummer length eps of s(d) = sqrt(d^2 + eps^2) (D3a, ours). Must be > 0.
-        step (`str`, defaults to `"opposite"`):
-            `"opposite"`: step(-q_i q_j) (D1, ours, gives the paper's Figure 2); `"literal"`: step(q_i q_j) (ablation).
-        token_reduction (`str`, defaults to `"mean"`):
-            `"mean"` divides each pair's double sum by N_A * N_B (D3c, ours); `"sum"` is the paper's plain sum.
-        norm_ord (`float`, defaults to 2.0):
-            order of the norm in Eq. 7 and 10 (>= 1, or `float("inf")`).
-        position_norm (`str`, defaults to `"sphere"`):
-            normalisation of p (D3b, ours) so that P cannot lower the energy by shrinking space: `"sphere"`
-            (unit L2 norm per token), `"layernorm"` (parameter-free LayerNorm), or `"none"`.
-        charge_constraint (`str`, defaults to `"target_abs"`):
-            anti-collapse term on the charges (D3d, ours): `"target_abs"` adds
-            `charge_weight * (mean |q| - charge_target)^2`; `"none"` leaves the charges free (they collapse to 0).
-        charge_target (`float`, defaults to 0.5): kappa, the target mean |q| over a sample's valid tokens.
-        charge_weight (`float`, defaults to 1.0): weight of the charge term, relative to L_A (inside lambda).
-        hidden_layer (`int`, defaults to -1):
-            which entry of the model's `hidden_states` feeds the heads (-1: the last one; see the token table).
-        exclude_special_tokens (`bool`, defaults to `False`):
-            text models: leave [CLS]/[SEP]/BOS/EOS-like tokens out of the atoms (needs `special_tokens_mask`).
-        include_cls_token (`bool`, defaults to `False`):
-            ViT-like models: count the class (and register) tokens as atom tokens, not only the patches.
+        weight (`float`, defaults to 0.1): lambda in `loss = task_loss + lambda * (L_A + charge term)` (D6).
+        input_dim (`int`, *optional*): h, the width of the token features (resolved from the model when attached).
+        position_dim (`int`, *optional*): D, the width of the positions p (Eq. 12); defaults to h.
+        softening (`float`, defaults to 0.1): Plummer length eps of s(d) = sqrt(d^2 + eps^2) (D3a, ours).
+        step (`str`, defaults to `"opposite"`): step(-q_i q_j) (D1, ours) or `"literal"` step(q_i q_j) (ablation).
+        token_reduction (`str`, defaults to `"mean"`): divide a pair's double sum by N_A N_B (D3c, ours) or `"sum"`.
+        norm_ord (`float`, defaults to 2.0): order of the norm in Eq. 7 and 10 (>= 1, or inf).
+        position_norm (`str`, defaults to `"sphere"`): normalisation of p (D3b, ours).
+        charge_constraint (`str`, defaults to `"target_abs"`): anti-collapse term on the charges (D3d, ours).
+        charge_target (`float`, defaults to 0.5): kappa, the target mean |q| per sample.
+        charge_weight (`float`, defaults to 1.0): weight of the charge term, inside lambda.
+        hidden_layer (`int`, defaults to -1): which entry of `hidden_states` feeds the heads.
+        exclude_special_tokens (`bool`, defaults to `False`): text: leave special tokens out of the atoms.
+        include_cls_token (`bool`, defaults to `False`): ViT-like: count class/register tokens as atom tokens.
+        weight_warmup_steps (`int`, defaults to 0): trainer: raise lambda linearly from 0 over this many steps.
+        gather_across_processes (`bool`, defaults to `False`): trainer: form pairs across data-parallel processes.
+        stats_threshold (`float`, defaults to 0.5): logging: |q| above this counts a token as positive/negative.
     """
 
-    weight: float = 0.1
-    input_dim: Optional[int] = None
-    position_dim: Optional[int] = None
-    softening: float = 0.1
-    step: str = "opposite"
-    token_reduction: str = "mean"
-    norm_ord: float = 2.0
-    position_norm: str = "sphere"
-    charge_constraint: str = "target_abs"
-    charge_target: float = 0.5
-    charge_weight: float = 1.0
-    hidden_layer: int = -1
-    exclude_special_tokens: bool = False
-    include_cls_token: bool = False
+    weight: float = _setting(
+        0.1, LOSS, "lambda in loss = task_loss + lambda * (L_A + charge term) (D6). 0 trains the plain model.", min=0.0
+    )
+    input_dim: Optional[int] = _setting(
+        None, HEAD, "Width h of the token features the heads read. Default: read from the model's config.", min=1
+    )
+    position_dim: Optional[int] = _setting(
+        None, HEAD, "Width D of the positions p (Eq. 12). Default: h, as in the paper.", min=1
+    )
+    softening: float = _setting(
+        0.1, LOSS, "Plummer softening eps > 0 in s(d) = sqrt(d^2 + eps^2) (ours, D3a).", min=0.0, open_min=True
+    )
+    step: StepMode = _setting(
+        "opposite", LOSS, "Eq. 8 step: 'opposite' = step(-q_i q_j) (ours, D1) or 'literal' = step(q_i q_j) (ablation)."
+    )
+    token_reduction: TokenReduction = _setting(
+        "mean", LOSS, "'mean' divides each pair's double sum by N_A*N_B (ours, D3c); 'sum' is the paper's sum."
+    )
+    norm_ord: float = _setting(2.0, LOSS, "Order of the norm in Eq. 7 and 10: >= 1, or inf.", min=1.0, allow_inf=True)
+    position_norm: PositionNorm = _setting(
+        "sphere", HEAD, "Normalisation of the positions so P cannot shrink space (ours, D3b)."
+    )
+    charge_constraint: ChargeConstraint = _setting(
+        "target_abs", LOSS, "Anti-collapse term on the charges (ours, D3d): 'target_abs' or 'none'."
+    )
+    charge_target: float = _setting(
+        0.5, LOSS, "Target mean |q| per sample for 'target_abs' (kappa, in [0, 1]).", min=0.0, max=1.0
+    )
+    charge_weight: float = _setting(1.0, LOSS, "Weight of the charge term, inside lambda.", min=0.0)
+    hidden_layer: int = _setting(-1, HEAD, "Index into the model's hidden_states that feeds the heads (-1: last).")
+    exclude_special_tokens: bool = _setting(
+        False, HEAD, "Text: leave special tokens out of the atoms (needs special_tokens_mask)."
+    )
+    include_cls_token: bool = _setting(False, HEAD, "ViT-like: count class/register tokens as atom tokens.")
+    weight_warmup_steps: int = _setting(
+        0, TRAINING, "Linearly raise lambda from 0 to weight over this many optimizer steps.", min=0
+    )
+    gather_across_processes: bool = _setting(
+        False,
+        TRAINING,
+        "Form pairs across all data-parallel processes (autograd-aware gather of per-sample summaries) instead of "
+        "within each process's micro-batch.",
+    )
+    stats_threshold: float = _setting(
+        0.5,
+        TRAINING,
+        "Logging: |q| above this counts a token as positive/negative, else neutral.",
+        min=0.0,
+        max=1.0,
+        open_max=True,
+    )
 
     def __post_init__(self):
-        if isinstance(self.weight, bool) or not isinstance(self.weight, (int, float)) or not self.weight >= 0:
-            raise ValueError(
-                f"`weight` (lambda) must be a number >= 0, got {self.weight!r}. Use 0 for the baseline, e.g. 0.1 for atom modeling."
-            )
-        for name in ("input_dim", "position_dim"):
-            value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(
-                    f"`{name}` must be a positive integer or None (the model's hidden size), got {value!r}."
-                )
-        validate_loss_settings(self.softening, self.step, self.token_reduction, self.norm_ord)
-        self.softening = float(self.softening)
-        self.norm_ord = float(self.norm_ord)
-        self.weight = float(self.weight)
-        if self.position_norm not in POSITION_NORMS:
-            raise ValueError(f"`position_norm` must be one of {POSITION_NORMS}, got {self.position_norm!r}.")
-        if self.charge_constraint not in CHARGE_CONSTRAINTS:
-            raise ValueError(
-                f"`charge_constraint` must be one of {CHARGE_CONSTRAINTS}, got {self.charge_constraint!r}."
-            )
-        if not isinstance(self.charge_target, (int, float)) or not 0.0 <= self.charge_target <= 1.0:
-            raise ValueError(f"`charge_target` must be in [0, 1] (a mean |q|), got {self.charge_target!r}.")
-        if not isinstance(self.charge_weight, (int, float)) or not self.charge_weight >= 0:
-            raise ValueError(f"`charge_weight` must be a number >= 0, got {self.charge_weight!r}.")
-        if isinstance(self.hidden_layer, bool) or not isinstance(self.hidden_layer, int):
-            raise ValueError(
-                f"`hidden_layer` must be an integer index into hidden_states (e.g. -1), got {self.hidden_layer!r}."
-            )
+        for spec in dataclasses.fields(self):
+            setattr(self, spec.name, _checked(spec, getattr(self, spec.name)))
 
-    # Serialisation: the settings travel on the model's config as a plain dict (`config.atom_config`).
+    # -- serialisation: the settings travel on the model's config as a plain dict (`config.atom_config`) ----------
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "AtomConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - known)
+    def from_dict(cls, values: Any) -> "AtomConfig":
+        """Builds a validated config from a dict (e.g. `config.atom_config` of a checkpoint)."""
+        if not isinstance(values, Mapping):
+            raise AtomConfigError(
+                "atom_config",
+                f"must be a JSON object (dict) of AtomConfig fields, got {type(values).__name__} {values!r}. Fix or "
+                "remove `atom_config` in the checkpoint's config.json.",
+            )
+        known = {spec.name for spec in dataclasses.fields(cls)}
+        unknown = sorted(str(name) for name in set(values) - known)
         if unknown:
             raise ValueError(f"Unknown AtomConfig field(s) {unknown}; known fields are {sorted(known)}.")
         return cls(**values)
@@ -118,11 +164,72 @@ class AtomConfig:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
+    @classmethod
+    def field_names(cls, group: str) -> tuple[str, ...]:
+        """The names of the fields of one group: `"loss"`, `"head"` or `"training"`."""
+        return tuple(spec.name for spec in dataclasses.fields(cls) if spec.metadata["group"] == group)
+
     @property
     def uses_charge_constraint(self) -> bool:
         return self.charge_constraint != "none" and self.charge_weight > 0
+
+    def weight_at(self, step: int) -> float:
+        """lambda at an optimizer step, after the optional linear warm-up."""
+        if self.weight_warmup_steps <= 0:
+            return self.weight
+        return self.weight * min(1.0, step / self.weight_warmup_steps)
 
     def loss_module(self, with_charge_penalty: bool = True) -> AtomLoss:
         """An `AtomLoss` with these loss settings (and the charge target, if the constraint is on)."""
         charge_target = self.charge_target if with_charge_penalty and self.uses_charge_constraint else None
         return AtomLoss(self.softening, self.step, self.token_reduction, self.norm_ord, charge_target)
+
+
+def _resolved_type(spec: dataclasses.Field) -> Any:
+    hints = typing.get_type_hints(AtomConfig)
+    kind = hints[spec.name]
+    if typing.get_origin(kind) is typing.Union:  # Optional[X]
+        kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
+    return kind
+
+
+def _checked(spec: dataclasses.Field, value: Any) -> Any:
+    """Validates one field's value against its type and range; returns it normalised (ints to float, ...)."""
+    kind = _resolved_type(spec)
+    meta = spec.metadata
+    if value is None:
+        if spec.default is None:
+            return None
+        raise AtomConfigError(spec.name, f"must be set, got None (default: {spec.default!r}).")
+    if typing.get_origin(kind) is Literal:
+        choices = typing.get_args(kind)
+        if value not in choices:
+            raise AtomConfigError(spec.name, f"must be one of {choices}, got {value!r}.")
+        return value
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise AtomConfigError(spec.name, f"must be true or false, got {type(value).__name__} {value!r}.")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise AtomConfigError(spec.name, f"must be an integer, got {type(value).__name__} {value!r}.")
+    elif kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise AtomConfigError(spec.name, f"must be a number, got the string {value!r}.") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise AtomConfigError(spec.name, f"must be a number, got {type(value).__name__} {value!r}.")
+        value = float(value)
+        if math.isnan(value) or (math.isinf(value) and not (meta.get("allow_inf") and value > 0)):
+            allowed = " (or inf)" if meta.get("allow_inf") else ""
+            raise AtomConfigError(spec.name, f"must be a finite number{allowed}, got {value!r}.")
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and (value < low or (meta.get("open_min") and value == low)):
+        bound = ">" if meta.get("open_min") else ">="
+        raise AtomConfigError(spec.name, f"must be {bound} {low}, got {value!r}.")
+    if high is not None and (value > high or (meta.get("open_max") and value == high)):
+        bound = "<" if meta.get("open_max") else "<="
+        raise AtomConfigError(spec.name, f"must be {bound} {high}, got {value!r}.")
+    return value

@@ -1,5 +1,5 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
-"""Pairs across processes (ATOM_SPEC D4): the atomic loss over the global micro-batch of all data-parallel ranks.
+"""Pairs across processes (docs/DESIGN.md, D4): the atomic loss over the global micro-batch of all data-parallel ranks.
 
 Only the per-sample summaries (mu, r, S+, S-: O(B*D) numbers) travel, through an autograd-aware all-gather. Each
 process pairs its own samples (rows) with every sample of every process (columns). With the objective scaled as in
@@ -105,12 +105,7 @@ def cross_process_atom_loss(
         loss=global_sum / num_ordered,
         pair_energies=energies,
         pair_distances=dbar,
-        mu=local.mu,
-        r=local.r,
-        s_plus=local.s_plus,
-        s_minus=local.s_minus,
-        n_tokens=local.n_tokens,
-        valid=local.valid,
+        summaries=local,
         pair_mask=pair_mask,
         num_pairs=(num_valid * (num_valid - 1)) // 2,
     )

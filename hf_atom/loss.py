@@ -12,7 +12,7 @@ Paper equations implemented here, per sample (atom) ``A`` with valid tokens ``i`
 - (8)  ``d_ij = dbar_AB + (r_A + r_B) / 2 * step(.)``
 - (5)  ``L_A = E_{A,B} sum_{i in A, j in B} q_i q_j / d_ij``
 
-Project decisions (ours, not the paper's; see ATOM_SPEC D1-D4):
+Project decisions (ours, not the paper's; see docs/DESIGN.md, D1-D5):
 
 - D1: ``step="opposite"`` puts opposite charges on the outer shell (``step(-q_i q_j)``), which gives the
   non-zero energy minimum of the paper's Figure 2. ``step="literal"`` is the printed ``step(q_i q_j)``,
@@ -31,14 +31,19 @@ Project decisions (ours, not the paper's; see ATOM_SPEC D1-D4):
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
-from typing import Optional, Union
+from typing import Literal, Optional, Union
 
 import torch
 from torch import nn
 
-STEP_MODES = ("opposite", "literal")
-TOKEN_REDUCTIONS = ("mean", "sum")
+from ._kernels import compute_dtype, norm, soften, spread
+
+StepMode = Literal["opposite", "literal"]
+TokenReduction = Literal["mean", "sum"]
+STEP_MODES: tuple[str, ...] = typing.get_args(StepMode)
+TOKEN_REDUCTIONS: tuple[str, ...] = typing.get_args(TokenReduction)
 
 __all__ = [
     "STEP_MODES",
@@ -51,6 +56,7 @@ __all__ = [
     "pair_energy_matrix",
     "masked_pair_energies",
     "charge_target_penalty",
+    "check_atom_inputs",
     "validate_loss_settings",
 ]
 
@@ -105,83 +111,47 @@ def _validate_tensors(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Ten
             raise ValueError(f"`mask` must be a torch.Tensor or None, got {type(mask).__name__}.")
         if mask.shape != q.shape:
             raise ValueError(f"`mask` must have shape (batch, tokens) = {tuple(q.shape)}, got {tuple(mask.shape)}.")
-        if mask.is_complex():
-            raise ValueError(f"`mask` must be boolean or 0/1 numbers, got dtype {mask.dtype}.")
+        if mask.is_floating_point() or mask.is_complex():
+            raise ValueError(
+                f"`mask` must be boolean (or integer 0/1 like an attention_mask), got dtype {mask.dtype}: a fractional "
+                "mask has no meaning here. Pass `mask.bool()` or `mask > 0.5`."
+            )
         if mask.device != q.device:
             raise ValueError(f"`mask` must be on the same device as `q` ({q.device}), got {mask.device}.")
 
 
-# --------------------------------------------------------------------------------------------------------
-# Numerics
-# --------------------------------------------------------------------------------------------------------
+def check_atom_inputs(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor] = None) -> None:
+    """Checks the values of the loss's inputs against its contract, raising a `ValueError` that names the problem.
 
-
-def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
-    # Half precision loses the small differences between pair energies: always work in float32 or better.
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-class _EuclideanNorm(torch.autograd.Function):
-    """||x||_2 over the last dim with a one-multiply backward and gradient 0 (not NaN) at x = 0.
-
-    torch.linalg.vector_norm's generic backward makes several passes over x; on the (B, N, D) token spreads of
-    Eq. 10 that was a third of the loss's time on CPU (benchmarks/loss_speed.py). First derivatives only.
+    The contract of `atom_loss` / `AtomLoss`: `q` in [-1, 1] (Eq. 6) and finite on valid tokens, `p` finite on valid
+    tokens, `mask` boolean or integer 0/1. Shapes and dtypes are always checked (free); values need a look at the
+    data, which on an accelerator is a host synchronisation: `atom_loss` checks them itself for CPU tensors, and for
+    other devices when called with `check_values=True` (or call this function where you want the check).
     """
-
-    @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(x, ord=2, dim=-1)
-        ctx.save_for_backward(x, norm)
-        return norm
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        x, norm = ctx.saved_tensors
-        return x * _safe_ratio(grad, norm)[..., None]
-
-
-class _EuclideanSpread(torch.autograd.Function):
-    """||p_i - mu|| for every token (Eq. 10, 2-norm), fused: the backward makes one pass over (B, N, D) and gives
-    mu's gradient as minus the sum of p's, instead of a separate subtraction backward."""
-
-    @staticmethod
-    def forward(ctx, p: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
-        difference = p - mu[:, None, :]
-        norm = torch.linalg.vector_norm(difference, ord=2, dim=-1)
-        ctx.save_for_backward(difference, norm)
-        return norm
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        difference, norm = ctx.saved_tensors
-        grad_p = difference * _safe_ratio(grad, norm)[..., None]
-        return grad_p, -grad_p.sum(dim=1)
+    _validate_tensors(q, p, mask)
+    keep = torch.ones_like(q, dtype=torch.bool) if mask is None else mask != 0
+    if mask is not None and not mask.dtype == torch.bool:
+        wrong = (mask != 0) & (mask != 1)
+        if bool(wrong.any()):
+            raise ValueError(
+                f"`mask` must hold only 0 and 1, got {mask[wrong].unique()[:5].tolist()}. Pass `mask.bool()` if "
+                "non-zero should mean valid."
+            )
+    q_valid = q.detach()[keep]
+    if not bool(torch.isfinite(q_valid).all()):
+        raise ValueError("`q` has NaN or infinite values on valid tokens.")
+    if q_valid.numel() and not bool((q_valid.abs() <= 1).all()):
+        raise ValueError(
+            f"`q` must be in [-1, 1] (Eq. 6: q = 2 sigmoid(Q(e)) - 1), got values up to {q_valid.abs().max().item():.4g}."
+        )
+    if not bool(torch.isfinite(p.detach()[keep]).all()):
+        raise ValueError("`p` has NaN or infinite values on valid tokens.")
 
 
-def _safe_ratio(grad: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
-    """grad / norm, and 0 where norm == 0 (the subgradient of a norm at 0)."""
-    positive = norm > 0
-    return torch.where(positive, grad / torch.where(positive, norm, torch.ones_like(norm)), torch.zeros_like(norm))
-
-
-def _norm(x: torch.Tensor, ord: float) -> torch.Tensor:
-    """`ord`-norm over the last dim, with zero (not NaN) gradient where x == 0."""
-    if ord == 2.0:
-        return _EuclideanNorm.apply(x)
-    # The generic norm maps the gradient at 0 to 0 as well.
-    return torch.linalg.vector_norm(x, ord=ord, dim=-1)
-
-
-def _spread(p: torch.Tensor, mu: torch.Tensor, ord: float) -> torch.Tensor:
-    """||p_i - mu_A|| for every token, (B, N)."""
-    if ord == 2.0:
-        return _EuclideanSpread.apply(p, mu)
-    return torch.linalg.vector_norm(p - mu[:, None, :], ord=ord, dim=-1)
-
-
-def _soften(d: torch.Tensor, softening: float) -> torch.Tensor:
-    """Plummer softening s(d) = sqrt(d^2 + eps^2) (D3a), computed as a hypot to avoid overflow."""
-    return torch.hypot(d, d.new_tensor(softening))
+def _check_inputs(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor], check_values: bool) -> None:
+    _validate_tensors(q, p, mask)
+    if check_values or q.device.type == "cpu":  # value checks synchronise an accelerator: opt-in there
+        check_atom_inputs(q, p, mask)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -225,7 +195,7 @@ def atom_summaries(
 
     Inputs are cast to float32 (float64 stays float64) and autocast is disabled inside.
     """
-    dtype = _compute_dtype(q.dtype if q.dtype == torch.float64 else p.dtype)
+    dtype = compute_dtype(q.dtype if q.dtype == torch.float64 else p.dtype)
     with torch.autocast(device_type=q.device.type, enabled=False):
         q = q.to(dtype)
         p = p.to(dtype)
@@ -245,8 +215,8 @@ def atom_summaries(
         m = (1.0 - q_plus) * weights  # Eq. 11, zero on masked tokens
         # Eq. 9 as a multiply-and-sum: a (B, 1, N) x (B, N, D) batched matmul is a slow GEMV on CPU
         mu = (m[:, :, None] * p).sum(dim=1) * inv_n[:, None]
-        spread = _spread(p, mu, norm_ord)  # ||p_i - mu_A||, (B, N)
-        r = (q_plus * spread).sum(dim=1) * inv_n  # Eq. 10 (1 - m_i = max(q_i, 0))
+        spread_ = spread(p, mu, norm_ord)  # ||p_i - mu_A||, (B, N)
+        r = (q_plus * spread_).sum(dim=1) * inv_n  # Eq. 10 (1 - m_i = max(q_i, 0))
         s_plus = q_plus.sum(dim=1)
         s_minus = q.clamp(max=0.0).sum(dim=1)
     return AtomSummaries(mu=mu, r=r, s_plus=s_plus, s_minus=s_minus, n_tokens=n_tokens, valid=valid)
@@ -266,13 +236,14 @@ def pair_energy_matrix(
     Returns:
         `tuple(torch.Tensor, torch.Tensor)`: the `(R, C)` energies and the `(R, C)` centre distances dbar.
     """
+    validate_loss_settings(softening, step, token_reduction, norm_ord)
     with torch.autocast(device_type=rows.mu.device.type, enabled=False):
-        dbar = _norm(rows.mu[:, None, :] - cols.mu[None, :, :], norm_ord)  # Eq. 7, (R, C)
+        dbar = norm(rows.mu[:, None, :] - cols.mu[None, :, :], norm_ord)  # Eq. 7, (R, C)
         rbar = 0.5 * (rows.r[:, None] + cols.r[None, :])
         like = rows.s_plus[:, None] * cols.s_plus[None, :] + rows.s_minus[:, None] * cols.s_minus[None, :]
         unlike = rows.s_plus[:, None] * cols.s_minus[None, :] + rows.s_minus[:, None] * cols.s_plus[None, :]
-        near = _soften(dbar, softening)
-        far = _soften(dbar + rbar, softening)
+        near = soften(dbar, softening)
+        far = soften(dbar + rbar, softening)
         if step == "opposite":  # D1: opposite charges on the outer shell
             energy = like / near + unlike / far
         else:  # literal Eq. 8: like charges on the outer shell
@@ -296,7 +267,7 @@ class AtomLossOutput:
         pair_energies (`torch.Tensor` of shape `(batch, batch)`): L_AB for every pair; 0 on the diagonal and for
             pairs with an invalid sample.
         pair_distances (`torch.Tensor` of shape `(batch, batch)`): dbar_AB (Eq. 7).
-        mu (`torch.Tensor` of shape `(batch, dim)`), r, s_plus, s_minus, n_tokens, valid: the per-sample summaries.
+        summaries (`AtomSummaries`): the per-sample mu, r, S+, S-, N and validity (also readable as `output.mu`, ...).
         pair_mask (`torch.Tensor` of shape `(batch, batch)`, bool): the ordered pairs that entered the mean.
         num_pairs (`torch.Tensor`, scalar): number of unordered pairs that entered the mean.
         charge_penalty (`torch.Tensor`, scalar, *optional*): the anti-collapse term, when requested (not part of `loss`).
@@ -305,15 +276,18 @@ class AtomLossOutput:
     loss: torch.Tensor
     pair_energies: torch.Tensor
     pair_distances: torch.Tensor
-    mu: torch.Tensor
-    r: torch.Tensor
-    s_plus: torch.Tensor
-    s_minus: torch.Tensor
-    n_tokens: torch.Tensor
-    valid: torch.Tensor
+    summaries: AtomSummaries
     pair_mask: torch.Tensor
     num_pairs: torch.Tensor
     charge_penalty: Optional[torch.Tensor] = None
+
+    def __getattr__(self, name: str):  # output.mu, output.r, ...: the summaries' fields
+        if name in _SUMMARY_FIELDS:
+            return getattr(self.summaries, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+_SUMMARY_FIELDS = ("mu", "r", "s_plus", "s_minus", "n_tokens", "valid")
 
 
 def masked_pair_energies(
@@ -364,12 +338,7 @@ def _loss_from_summaries(
         loss=loss,
         pair_energies=energies,
         pair_distances=dbar,
-        mu=summaries.mu,
-        r=summaries.r,
-        s_plus=summaries.s_plus,
-        s_minus=summaries.s_minus,
-        n_tokens=summaries.n_tokens,
-        valid=summaries.valid,
+        summaries=summaries,
         pair_mask=pair_mask,
         num_pairs=num_ordered // 2,
     )
@@ -384,6 +353,7 @@ def atom_loss(
     step: str = "opposite",
     token_reduction: str = "mean",
     norm_ord: float = 2.0,
+    check_values: bool = False,
 ) -> torch.Tensor:
     """The atomic loss L_A (Eq. 5) of a batch of atoms, by the exact factorisation D2.
 
@@ -396,6 +366,11 @@ def atom_loss(
         token_reduction (`str`, defaults to `"mean"`): `"mean"` divides a pair's double sum by N_A * N_B;
             `"sum"` is the paper's plain sum.
         norm_ord (`float`, defaults to 2.0): order of the norm for distances (>= 1 or inf).
+        check_values (`bool`, defaults to `False`): check the input values against the contract
+            (`check_atom_inputs`) on any device. CPU tensors are always checked; elsewhere the check costs a host
+            synchronisation, so it is opt-in.
+
+    Shapes, dtypes and devices are always checked. A masked token's values never matter, even inf or NaN.
 
     Returns:
         `torch.Tensor`: a scalar, float32 (float64 for float64 inputs), even under autocast. It is 0 (with zero
@@ -412,7 +387,7 @@ def atom_loss(
     ```
     """
     validate_loss_settings(softening, step, token_reduction, norm_ord)
-    _validate_tensors(q, p, mask)
+    _check_inputs(q, p, mask, check_values)
     summaries = atom_summaries(q, p, mask, norm_ord=norm_ord)
     return _loss_from_summaries(summaries, softening, step, token_reduction, norm_ord).loss
 
@@ -422,14 +397,14 @@ def charge_target_penalty(
 ) -> torch.Tensor:
     """Anti-collapse constraint on the charges (D3d, ours): mean over valid samples of (mean_i |q_i| - target)^2.
 
-    Without it the charges drift to 0, where L_A vanishes and the interpretation of q is empty (ATOM_SPEC,
-    measurements). It is a separate term, never part of `atom_loss`.
+    Without it the charges drift to 0, where L_A vanishes and the interpretation of q is empty (docs/DESIGN.md,
+    D3d). It is a separate term, never part of `atom_loss`.
     """
     if q.dim() != 2:
         raise ValueError(f"`q` must have shape (batch, tokens), got shape {tuple(q.shape)}.")
     if not 0.0 <= target <= 1.0:
         raise ValueError(f"`target` must be in [0, 1] (a mean |q|), got {target}.")
-    dtype = _compute_dtype(q.dtype)
+    dtype = compute_dtype(q.dtype)
     with torch.autocast(device_type=q.device.type, enabled=False):
         q = q.to(dtype)
         weights = torch.ones_like(q) if mask is None else (mask != 0).to(dtype)
@@ -446,6 +421,7 @@ class AtomLoss(nn.Module):
     Args:
         softening, step, token_reduction, norm_ord: as in `atom_loss`.
         charge_target (`float`, *optional*): if set, also compute `charge_target_penalty` with this target.
+        check_values (`bool`, defaults to `False`): check input values on every device, as in `atom_loss`.
 
     Example:
 
@@ -463,6 +439,7 @@ class AtomLoss(nn.Module):
         token_reduction: str = "mean",
         norm_ord: float = 2.0,
         charge_target: Optional[float] = None,
+        check_values: bool = False,
     ):
         super().__init__()
         validate_loss_settings(softening, step, token_reduction, norm_ord)
@@ -473,6 +450,7 @@ class AtomLoss(nn.Module):
         self.token_reduction = token_reduction
         self.norm_ord = float(norm_ord)
         self.charge_target = charge_target
+        self.check_values = check_values
 
     def extra_repr(self) -> str:
         return (
@@ -482,7 +460,7 @@ class AtomLoss(nn.Module):
 
     def summaries(self, q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor] = None) -> AtomSummaries:
         """Per-sample summaries (validated inputs); what a distributed run gathers across processes."""
-        _validate_tensors(q, p, mask)
+        _check_inputs(q, p, mask, self.check_values)
         return atom_summaries(q, p, mask, norm_ord=self.norm_ord)
 
     def loss_from_summaries(self, summaries: AtomSummaries) -> AtomLossOutput:

@@ -178,7 +178,7 @@ class AtomMixin:
 
     def _init_weights(self, module):
         if isinstance(module, AtomHead):
-            module.reset_parameters()  # never the base model's zero-bias/0.02 default for Q (ATOM_SPEC D3e)
+            module.reset_parameters()  # never the base model's zero-bias/0.02 default for Q (docs/DESIGN.md, D3e)
             return
         super()._init_weights(module)
 
@@ -203,7 +203,24 @@ class AtomMixin:
 
         outputs = base_forward(self, **kwargs, output_hidden_states=True, return_dict=True)
 
-        inputs = {**kwargs, **extra}
+        q, p, tokens = self.atom_charges(outputs, {**kwargs, **extra})
+
+        fields = {key: value for key, value in outputs.items() if key != "hidden_states" or want_hidden}
+        result = _atom_output_class(type(outputs))(**fields, atom_q=q, atom_p=p, atom_mask=tokens.mask)
+        if return_dict is False:
+            return result.to_tuple(), tokens
+        return result, tokens
+
+    def atom_charges(
+        self, outputs: ModelOutput, inputs: dict[str, Any]
+    ) -> tuple[torch.Tensor, torch.Tensor, AtomTokens]:
+        """Charges q, positions p and the tokens they belong to, from the outputs of one forward pass.
+
+        Args:
+            outputs (`ModelOutput`): outputs with `hidden_states`, of this model or of its backbone (`base_model`,
+                e.g. when a trainer runs the backbone itself, like trl's fused LM head).
+            inputs (`dict`): the inputs of that forward pass (masks, `special_tokens_mask`, `pixel_values`).
+        """
         if self.atom_token_selector is not None:
             hidden, mask = self.atom_token_selector(self, outputs, inputs)
             if mask is None:
@@ -212,12 +229,7 @@ class AtomMixin:
         else:
             tokens = select_tokens(self.config, self.atom_config, outputs, inputs, type(self).__name__)
         q, p = self.atom_head(tokens.hidden)
-
-        fields = {key: value for key, value in outputs.items() if key != "hidden_states" or want_hidden}
-        result = _atom_output_class(type(outputs))(**fields, atom_q=q, atom_p=p, atom_mask=tokens.mask)
-        if return_dict is False:
-            return result.to_tuple(), tokens
-        return result, tokens
+        return q, p, tokens
 
     @torch.no_grad()
     def token_importance(self, **inputs) -> TokenImportance:
@@ -359,6 +371,7 @@ class AutoAtomModel:
             )
             kwargs.update(config_kwargs)
         config = cls._prepare_config(config, atom_config)
+        _check_local_model(pretrained_model_name_or_path, config, kwargs, atom_config is not None)
         model = atom_class_for(cls._base_class(config)).from_pretrained(
             pretrained_model_name_or_path, *model_args, config=config, **kwargs
         )
@@ -371,6 +384,27 @@ class AutoAtomModel:
         """A randomly initialised atom model for `config` (like `AutoModel.from_config`)."""
         config = cls._prepare_config(config, atom_config)
         return atom_class_for(cls._base_class(config))(config, **kwargs)
+
+
+def _check_local_model(path, config, kwargs: dict[str, Any], atom_config_given: bool) -> None:
+    """Fails early, with a message naming the problem, on a local folder whose weights are cut short or whose atom
+    heads do not have the shapes its atom settings describe (transformers would raise deep in loading)."""
+    import os
+
+    from .checkpoints import check_saved_model
+
+    folder = os.path.join(os.fspath(path), kwargs["subfolder"]) if kwargs.get("subfolder") else os.fspath(path)
+    if not os.path.isdir(folder) or kwargs.get("variant") or kwargs.get("gguf_file"):
+        return  # Hub ids and other file layouts: transformers' own checks apply
+    expected = {}
+    saved = getattr(config, "atom_config", None)
+    if not kwargs.get("ignore_mismatched_sizes") and isinstance(saved, dict) and saved.get("input_dim"):
+        settings = AtomConfig.from_dict(saved)
+        with torch.device("meta"):  # shapes only, no memory
+            head = AtomHead(settings.input_dim, settings.position_dim or settings.input_dim, settings.position_norm)
+        expected = {f"atom_head.{name}": tuple(t.shape) for name, t in head.state_dict().items()}
+    source = "The `atom_config` passed to from_pretrained" if atom_config_given else "config.json's `atom_config`"
+    check_saved_model(folder, expected, settings=source)
 
 
 def _auto_atom(name: str, auto_class: type) -> type:

@@ -1,5 +1,5 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
-"""Which rows of a model's hidden states are the atom's tokens, per model family (ATOM_SPEC D5).
+"""Which rows of a model's hidden states are the atom's tokens, per model family (docs/DESIGN.md, D5).
 
 | family | input | hidden state used | tokens | excluded |
 | --- | --- | --- | --- | --- |
@@ -19,7 +19,7 @@ import torch
 
 from .configuration import AtomConfig
 
-__all__ = ["AtomTokens", "TokenSelector", "feature_widths", "select_tokens"]
+__all__ = ["AtomTokens", "TokenSelector", "feature_map_tokens", "feature_widths", "mlp_tokens", "select_tokens"]
 
 # selector(model, outputs, inputs) -> (tokens (B, N, h), mask (B, N) or None)
 TokenSelector = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], tuple[torch.Tensor, Optional[torch.Tensor]]]
@@ -104,7 +104,7 @@ def select_tokens(
 
     if hidden.dim() == 4:  # CNN feature map (B, C, H, W): H*W cells of C channels
         batch, _, rows, cols = hidden.shape
-        tokens = hidden.flatten(2).transpose(1, 2)
+        tokens = feature_map_tokens(hidden)
         mask = torch.ones(batch, rows * cols, dtype=torch.bool, device=hidden.device)
         cell = None
         if pixel_values is not None:
@@ -154,3 +154,29 @@ def select_tokens(
             )
         mask = mask & (special.to(mask.device) == 0)
     return AtomTokens(hidden, mask)
+
+
+def mlp_tokens(activations: torch.Tensor, num_tokens: int) -> torch.Tensor:
+    """An MLP layer's activations (B, H) as `num_tokens` tokens of H / num_tokens features each: (B, N, H / N).
+
+    Consecutive units form one token (docs/DESIGN.md, D7: our choice for generators and other plain modules).
+    """
+    if not isinstance(activations, torch.Tensor) or activations.dim() != 2:
+        shape = tuple(activations.shape) if isinstance(activations, torch.Tensor) else type(activations).__name__
+        raise ValueError(f"`activations` must have shape (batch, width), got {shape}.")
+    width = activations.shape[1]
+    if isinstance(num_tokens, bool) or not isinstance(num_tokens, int) or num_tokens < 1 or width % num_tokens:
+        raise ValueError(
+            f"`num_tokens` must be a positive integer that divides the layer width {width}, got {num_tokens!r} "
+            f"(e.g. one of {[n for n in range(1, min(width, 64) + 1) if width % n == 0]})."
+        )
+    return activations.reshape(activations.shape[0], num_tokens, width // num_tokens)
+
+
+def feature_map_tokens(feature_map: torch.Tensor) -> torch.Tensor:
+    """A conv feature map (B, C, H, W) as its H * W cells, C features each: (B, H * W, C), row-major like the CNN
+    rule of the token table."""
+    if not isinstance(feature_map, torch.Tensor) or feature_map.dim() != 4:
+        shape = tuple(feature_map.shape) if isinstance(feature_map, torch.Tensor) else type(feature_map).__name__
+        raise ValueError(f"`feature_map` must have shape (batch, channels, height, width), got {shape}.")
+    return feature_map.flatten(2).transpose(1, 2)

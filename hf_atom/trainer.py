@@ -1,56 +1,51 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
-"""`AtomTrainer`: `transformers.Trainer` with `loss = task_loss + lambda * L_A` (ATOM_SPEC D6).
+"""Atom modeling in any `transformers.Trainer`: `loss = task_loss + lambda * (L_A + charge term)` (docs/DESIGN.md, D6).
 
-Swap `Trainer` -> `AtomTrainer` and `TrainingArguments` -> `AtomTrainingArguments`; everything else (datasets,
-collators, callbacks, `compute_metrics`, checkpoints, `accelerate launch` / `torchrun` with DDP, FSDP or DeepSpeed)
-is unchanged.
+`AtomTrainerMixin` goes in front of any `Trainer` subclass (`class AtomSFTTrainer(AtomTrainerMixin, SFTTrainer)`);
+`AtomTrainer` is the plain-`Trainer` case. Swap `Trainer` -> `AtomTrainer` and `TrainingArguments` ->
+`AtomTrainingArguments`; everything else (datasets, collators, callbacks, `compute_metrics`, checkpoints,
+`accelerate launch` / `torchrun`) is unchanged.
+
+The atom term comes from the SAME forward pass as the task loss, whatever the parent's `compute_loss` does: while it
+runs, forward hooks on the atom model (and on its backbone, for trainers that run the backbone themselves, like trl's
+fused LM head) capture the pass that has gradients. A parent that runs no such pass, or several, gets a clear error
+instead of a silently missing atom term.
 
 Loss scaling (why it is right):
 
-- The task loss is the model's per-micro-batch mean and `training_step` divides it by the number of gradient
-  accumulation steps (`model_accepts_loss_kwargs = False`, `loss_is_scaled_for_ga = False`). In transformers 5 most
-  models take `**kwargs`, so Trainer would otherwise assume every model normalises by `num_items_in_batch` and skip
-  that division: a sequence-classification loss is then k times too large with k accumulation steps, and doubled
-  under 2-process DDP by `average_tokens_across_devices` (checked, DESIGN.md). For causal LMs this means the task
-  loss is the mean of micro-batch token means (exact when micro-batches hold equal numbers of label tokens).
-- L_A is a per-micro-batch mean too, so it is scaled exactly like the task loss.
-- Pairs come from each process's micro-batch, never from the accumulated batch; with
-  `atom_gather_across_processes` from the micro-batches of all processes (see `hf_atom.distributed`).
+- `AtomTrainer`: the task loss is the model's per-micro-batch mean and `training_step` divides it by the number of
+  gradient accumulation steps (`model_accepts_loss_kwargs = False`, `loss_is_scaled_for_ga = False`). In
+  transformers 5 most models take `**kwargs`, so Trainer would otherwise assume every model normalises by
+  `num_items_in_batch` and skip that division: a sequence-classification loss is then k times too large with k
+  accumulation steps (checked). For causal LMs the task loss is the mean of micro-batch token means.
+- Other parents keep their own scaling; the atom term, a per-micro-batch mean, is divided by the accumulation steps
+  exactly when the parent's loss is already scaled for accumulation (Trainer's own rule).
+- Pairs come from each process's micro-batch, never from the accumulated batch; with `atom_gather_across_processes`
+  from the micro-batches of all the trainer's processes (see `hf_atom.distributed`).
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 from transformers import Trainer
 from transformers.utils import logging
 
-from .distributed import cross_process_atom_loss, is_distributed
-from .loss import charge_target_penalty
-from .model_card import write_model_card
+from .atom_logging import AtomMetricsBuffer
+from .checkpoints import resolve_resume_checkpoint
+from .configuration import HEAD, AtomConfig
+from .forward_capture import capture_atom_forwards, check_compute_loss_order
+from .model_card import add_atom_section
 from .modeling import ATOM_OUTPUT_KEYS, AtomMixin, with_atom
+from .regularizer import AtomObjective
 from .tokens import TokenSelector
-from .training_args import LOSS_FIELDS, AtomTrainingArguments
+from .training_args import AtomArgumentsMixin, AtomTrainingArguments
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["AtomTrainer"]
-
-# One row of per-step statistics; averaged and logged as f"{name}" (train) or f"eval_{name}".
-METRIC_NAMES = (
-    "task_loss",
-    "atom_loss",
-    "atom_charge_penalty",
-    "atom_pairs",
-    "atom_mean_abs_q",
-    "atom_q_positive",
-    "atom_q_negative",
-    "atom_q_neutral",
-    "atom_mean_distance",
-    "atom_mean_radius",
-)
+__all__ = ["AtomTrainer", "AtomTrainerMixin"]
 
 
 def _unwrap_peft(model: nn.Module) -> nn.Module:
@@ -58,62 +53,72 @@ def _unwrap_peft(model: nn.Module) -> nn.Module:
     return get_base_model() if callable(get_base_model) else model
 
 
-class AtomTrainer(Trainer):
-    """A `Trainer` that adds lambda * L_A (plus the charge constraint) to the task loss and logs its parts.
+class AtomTrainerMixin:
+    """Adds lambda * (L_A + charge term) to the loss of any `Trainer` subclass and logs its parts.
+
+    Use it first in the bases: `class MyTrainer(AtomTrainerMixin, SomeTrainer)`, with arguments made by
+    `hf_atom.atom_arguments_class(SomeTrainerConfig)`.
 
     Args:
         model (`PreTrainedModel`, *optional*): a plain transformers model (atom heads are attached, seeded with
             `args.seed`, without touching the global RNG) or an atom model (`hf_atom.with_atom`, `AutoAtomModel`).
             A PEFT model must wrap an atom model (`hf_atom.get_peft_model`).
-        args (`AtomTrainingArguments`): the usual training arguments plus the `atom_*` settings.
+        args: the parent trainer's arguments plus the `atom_*` settings (e.g. `AtomTrainingArguments`).
         token_selector (`callable`, *optional*): forwarded to `with_atom` for models outside the built-in token table.
-        *trainer_args, **kwargs: everything `transformers.Trainer` takes.
+        *trainer_args, **kwargs: everything the parent trainer takes.
 
     Logged (train, and `eval_`-prefixed in evaluation): `task_loss`, `atom_loss` (L_A), `atom_charge_penalty`,
-    `atom_weight` (lambda at that step), `atom_pairs` (pairs per micro-batch), `atom_mean_abs_q`,
-    `atom_q_positive` / `atom_q_negative` / `atom_q_neutral` (share of valid tokens with q above
-    `atom_stats_threshold`, below minus it, or in between), `atom_mean_distance` (mean dbar over pairs) and
-    `atom_mean_radius` (mean r). Evaluation's `eval_loss` is the task loss alone, comparable with a baseline run.
+    `atom_weight` (lambda at that step), `atom_pairs` (mean number of pairs per micro-batch), `atom_pairs_min`
+    (fewest pairs in one micro-batch), `atom_mean_abs_q`, `atom_q_positive` / `atom_q_negative` / `atom_q_neutral`
+    (share of valid tokens with q above `atom_stats_threshold`, below minus it, or in between), `atom_mean_distance`
+    (mean dbar over pairs) and `atom_mean_radius` (mean r). `eval_loss` is the task loss alone.
+
+    A non-finite task loss, L_A or charge term stops training with an error naming the step and the part, before it
+    reaches the weights (one host synchronisation per training step; Trainer's `logging_nan_inf_filter` makes one too).
     """
+
+    atom_arguments_class: type = AtomTrainingArguments
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        check_compute_loss_order(cls, AtomTrainerMixin)  # at class definition: the earliest point
 
     def __init__(
         self,
         model: Optional[nn.Module] = None,
-        args: Optional[AtomTrainingArguments] = None,
+        args: Optional[Any] = None,
         *trainer_args,
         token_selector: Optional[TokenSelector] = None,
-        model_init: Optional[Callable[..., nn.Module]] = None,
         **kwargs,
     ):
         if args is None:
-            args = AtomTrainingArguments(output_dir="trainer_output")
-        if not isinstance(args, AtomTrainingArguments):
+            args = self.atom_arguments_class(output_dir="trainer_output")
+        if not isinstance(args, AtomArgumentsMixin):
             raise ValueError(
-                f"AtomTrainer needs `hf_atom.AtomTrainingArguments`, got {type(args).__name__}. It takes every "
-                "TrainingArguments field plus the atom settings (e.g. --atom_weight)."
+                f"{type(self).__name__} needs arguments with the atom settings, e.g. `{self.atom_arguments_class.__name__}`"
+                f", got {type(args).__name__}. Make them with `hf_atom.atom_arguments_class({type(args).__name__})`: it "
+                "takes every field of that class plus the atom settings (e.g. --atom_weight)."
+            )
+        if isinstance(model, str):
+            raise ValueError(
+                f"{type(self).__name__} needs a model object, got the name {model!r}. Load it first, e.g. "
+                "`AutoModelForCausalLM.from_pretrained(name)`, and pass the model."
             )
         self._token_selector = token_selector
         if model is not None:
             model = self._prepare_atom_model(model, args)
-        if model_init is not None:
-            user_init = model_init
-            model_init = lambda *a: self._prepare_atom_model(user_init(*a), self.args)  # noqa: E731
-        super().__init__(model, args, *trainer_args, model_init=model_init, **kwargs)
-        # Per-micro-batch mean losses, scaled for accumulation by training_step (see the module docstring).
-        self.model_accepts_loss_kwargs = False
-        self.atom_config = self.args.atom_config  # the loss settings, validated once
-        self.atom_loss_fn = self.atom_config.loss_module(with_charge_penalty=False)  # the charge term is added here
-        self._atom_metrics: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
+        if kwargs.get("model_init") is not None:  # only passed on when given: not every parent takes model_init
+            user_init = kwargs["model_init"]
+            kwargs["model_init"] = lambda *a: self._prepare_atom_model(user_init(*a), self.args)
+        super().__init__(model, args, *trainer_args, **kwargs)
+        self.atom_config: AtomConfig = self.args.atom_config  # validated once, at argument parsing
+        self.atom_objective = AtomObjective(self.atom_config)
+        self._atom_metrics = AtomMetricsBuffer()
         self._warned_no_pairs = False
 
     # -- set-up -----------------------------------------------------------------------------------------
 
-    @property
-    def loss_is_scaled_for_ga(self) -> bool:  # read by Trainer.training_step
-        # A user `compute_loss_func` normalises by num_items_in_batch itself; our own losses are micro-batch means.
-        return self.compute_loss_func is not None
-
-    def _prepare_atom_model(self, model: nn.Module, args: AtomTrainingArguments) -> nn.Module:
+    def _prepare_atom_model(self, model: nn.Module, args: AtomArgumentsMixin) -> nn.Module:
         base = _unwrap_peft(model)
         if base is not model and not isinstance(base, AtomMixin):
             raise ValueError(
@@ -138,16 +143,35 @@ class AtomTrainer(Trainer):
                     "The atom heads of this PEFT model are frozen, so they will neither train nor be saved with the "
                     "adapter. Use `hf_atom.get_peft_model` (it adds `atom_head` to `modules_to_save`)."
                 )
-            # The loss settings of the arguments apply; record them on the model so checkpoints carry them.
-            loss_settings = {name: getattr(args, arg) for arg, name in LOSS_FIELDS.items()}
-            base.config.atom_config = current.replace(**loss_settings).to_dict()
+            # The arguments' loss and training settings apply; record them on the model so checkpoints carry them.
+            settings = args.atom_config.to_dict()
+            base.config.atom_config = current.replace(
+                **{name: value for name, value in settings.items() if name not in AtomConfig.field_names(HEAD)}
+            ).to_dict()
             if self._token_selector is not None:
                 base.atom_token_selector = self._token_selector
             return model
-        # Seeded heads that leave the global RNG untouched, so lambda = 0 reproduces Trainer exactly.
+        # Seeded heads that leave the global RNG untouched, so lambda = 0 reproduces the parent trainer exactly.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(args.seed)
             return with_atom(model, args.atom_config, token_selector=self._token_selector)
+
+    def _atom_model(self, model: nn.Module) -> AtomMixin:
+        base = _unwrap_peft(self.accelerator.unwrap_model(model))
+        if not isinstance(base, AtomMixin):
+            raise ValueError(
+                f"{type(self).__name__} needs an atom model, got {type(base).__name__}: pass a plain model and it "
+                "attaches the heads, or use `hf_atom.with_atom`."
+            )
+        return base
+
+    def _parent_loss_is_scaled_for_ga(self, num_items_in_batch) -> bool:
+        """Trainer.training_step's rule: is the loss that compute_loss returns already divided over the accumulation?"""
+        if self.loss_is_scaled_for_ga is not None:
+            return bool(self.loss_is_scaled_for_ga)
+        return bool(
+            (self.model_accepts_loss_kwargs and num_items_in_batch is not None) or self.compute_loss_func is not None
+        )
 
     # -- loss ---------------------------------------------------------------------------------------------
 
@@ -158,101 +182,82 @@ class AtomTrainer(Trainer):
         return_outputs: bool = False,
         num_items_in_batch: Optional[Union[torch.Tensor, int]] = None,
     ):
-        task_loss, outputs = super().compute_loss(
-            model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch
-        )
-        if not isinstance(outputs, dict) or "atom_q" not in outputs:
-            raise ValueError(
-                "The model returned no `atom_q`: AtomTrainer needs an atom model (pass a plain model and it attaches "
-                "the heads, or use `hf_atom.with_atom`)."
+        atom_model = self._atom_model(model)
+        with capture_atom_forwards(atom_model) as captured:
+            result = super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
-        q, p, mask = outputs["atom_q"], outputs["atom_p"], outputs["atom_mask"]
-        summaries = self.atom_loss_fn.summaries(q, p, mask)
-        if self.args.atom_gather_across_processes and is_distributed():
-            atom_objective, parts = cross_process_atom_loss(self.atom_loss_fn, summaries)
-        else:
-            parts = self.atom_loss_fn.loss_from_summaries(summaries)
-            atom_objective = parts.loss
-        config = self.atom_config
-        if config.uses_charge_constraint:
-            charge = charge_target_penalty(q, mask, target=config.charge_target)
-            atom_objective = atom_objective + config.charge_weight * charge
-        else:
-            charge = torch.zeros((), device=q.device)
-
+        task_loss, outputs = result if return_outputs else (result, None)
         training = model.training
-        self._record("train" if training else "eval", task_loss, parts, charge, q, mask)
-        if training:
-            weight = self.args.atom_weight_at(self.state.global_step)
-            if self.loss_is_scaled_for_ga:  # the task loss is already divided over the accumulated batch
-                weight = weight / self.current_gradient_accumulation_steps
-            # Always added, even for lambda = 0: the heads then get exact zero gradients (DDP needs every parameter
-            # to take part) and every other gradient is bit-identical to Trainer's.
-            loss = task_loss + weight * atom_objective.to(task_loss.dtype)
+        parent = type(self).__mro__[type(self).__mro__.index(AtomTrainerMixin) + 1].__name__
+        q, p, mask = captured.charges(atom_model, training, parent)
+
+        weight = self.atom_config.weight_at(self.state.global_step) if training else 0.0
+        gather = self.atom_config.gather_across_processes and self.accelerator.num_processes > 1
+        atom = self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather)
+        self._atom_metrics.add("train" if training else "eval", task_loss, atom)
+        if not training:
+            return (task_loss, outputs) if return_outputs else task_loss  # eval_loss stays comparable with a baseline
+        atom.check_finite(task_loss, step=self.state.global_step)
+        if weight == 0 and self.accelerator.num_processes == 1:
+            # lambda = 0 is the parent trainer exactly: the heads get no gradient, so even the global gradient norm
+            # of clipping is computed over the same gradients. Under data parallelism the zero term is still added,
+            # since DDP needs every parameter to take part (the heads then get exact zero gradients).
+            loss = task_loss
         else:
-            loss = task_loss  # eval_loss stays comparable with a baseline run
+            objective = atom.objective
+            if self._parent_loss_is_scaled_for_ga(num_items_in_batch):
+                objective = objective / self.current_gradient_accumulation_steps
+            loss = task_loss + objective.to(task_loss.dtype)
         return (loss, outputs) if return_outputs else loss
 
-    @torch.no_grad()
-    def _record(self, mode: str, task_loss, parts, charge, q, mask) -> None:
-        q = q.detach().float()
-        valid_tokens = mask.sum().clamp(min=1)
-        threshold = self.args.atom_stats_threshold
-        positive = ((q > threshold) & mask).sum() / valid_tokens
-        negative = ((q < -threshold) & mask).sum() / valid_tokens
-        pair_count = parts.pair_mask.sum().clamp(min=1)
-        valid_samples = parts.valid.sum().clamp(min=1)
-        row = torch.stack(
-            [
-                task_loss.detach().float(),
-                parts.loss.detach().float(),
-                charge.detach().float(),
-                parts.num_pairs.float(),
-                (q.abs() * mask).sum() / valid_tokens,
-                positive,
-                negative,
-                1.0 - positive - negative,
-                (parts.pair_distances.detach() * parts.pair_mask).sum() / pair_count,
-                (parts.r.detach() * parts.valid).sum() / valid_samples,
-                torch.tensor(float(q.shape[0]), device=q.device),  # batch size: weights eval averages
-            ]
-        )
-        self._atom_metrics[mode].append(row)
+    # -- resuming (hf_atom.checkpoints) --------------------------------------------------------------------------
+
+    def train(self, resume_from_checkpoint: Optional[Union[str, bool]] = None, *args, **kwargs):
+        """`Trainer.train`, except that `resume_from_checkpoint=True` resumes from the newest COMPLETE checkpoint.
+
+        A run killed while saving leaves its newest `checkpoint-N` incomplete (e.g. without `trainer_state.json`), on
+        which `Trainer` crashes. Here such folders are skipped with a warning naming them and what they lack; a
+        checkpoint path that is incomplete raises a `ValueError` saying so. See `hf_atom.checkpoints`.
+        """
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            resume_from_checkpoint = resolve_resume_checkpoint(
+                resume_from_checkpoint,
+                self.args.output_dir,
+                require_optimizer=not self.args.save_only_model,
+                world_size=self.args.world_size,
+                logger=logger,
+            )
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # -- logging, evaluation, saving ------------------------------------------------------------------------
 
-    def log(self, logs: dict[str, float], start_time: Optional[float] = None) -> None:
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
         # evaluate() logs in eval mode, with its metric_key_prefix (eval_, test_, ...) on every key
         mode = "train" if self.model.training else "eval"
         prefix = ""
         if mode == "eval":
             prefix = next((key[: -len("runtime")] for key in logs if key.endswith("_runtime")), "eval_")
-        rows = self._atom_metrics[mode]
-        if rows:
-            stacked = torch.stack(rows)
-            # Train: the mean over steps, like Trainer's loss. Eval: the mean over samples, like eval_loss.
-            weights = stacked[:, -1] if mode == "eval" else torch.ones_like(stacked[:, -1])
-            means = (stacked[:, :-1] * weights[:, None]).sum(dim=0) / weights.sum()
-            summary = torch.cat([means, stacked[:, 3].min()[None]])
-            if self.accelerator.num_processes > 1:
-                summary = self.accelerator.reduce(summary, reduction="mean")
-            values = summary.tolist()
-            logs.update({prefix + name: round(value, 6) for name, value in zip(METRIC_NAMES, values)})
+        reduce = None
+        if self.accelerator.num_processes > 1:
+            reduce = lambda summary: self.accelerator.reduce(summary, reduction="mean")  # noqa: E731
+        summary = self._atom_metrics.summary(mode, reduce)
+        if summary is not None:
+            logs.update({prefix + name: value for name, value in summary.items()})
             if mode == "train":
-                logs["atom_weight"] = self.args.atom_weight_at(self.state.global_step)
+                logs["atom_weight"] = self.atom_config.weight_at(self.state.global_step)
             # A short last eval batch is expected; a training micro-batch without pairs is worth one warning.
-            if mode == "train" and values[-1] == 0 and not self._warned_no_pairs:
+            if mode == "train" and summary["atom_pairs_min"] == 0 and not self._warned_no_pairs:
                 self._warned_no_pairs = True
                 logger.warning(
-                    "A micro-batch had fewer than two samples with valid tokens: its atomic loss is 0 (ATOM_SPEC D4). "
-                    "Use a larger per-device batch size, or --atom_gather_across_processes under data parallelism."
+                    "A micro-batch had fewer than two samples with valid tokens: its atomic loss is 0 (docs/DESIGN.md, "
+                    "D4). Use a larger per-device batch size, or --atom_gather_across_processes under data parallelism."
                 )
-            rows.clear()
-        super().log(logs, start_time)
+        super().log(logs, *args, **kwargs)
 
     def predict(self, *args, **kwargs):
         output = super().predict(*args, **kwargs)
-        self._atom_metrics["eval"].clear()  # predict() does not log: its statistics must not reach the next eval
+        self._atom_metrics.clear("eval")  # predict() does not log: its statistics must not reach the next eval
         return output
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -265,9 +270,47 @@ class AtomTrainer(Trainer):
     def _save(self, output_dir: Optional[str] = None, state_dict=None):
         super()._save(output_dir, state_dict=state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir
-        write_model_card(output_dir, _unwrap_peft(self.model), self.args)
+        add_atom_section(output_dir, _unwrap_peft(self.model), self.args)
 
     def create_model_card(self, *args, **kwargs) -> None:
-        """Writes hf_atom's model card (the paper, the atom settings, how to load) to `args.output_dir`."""
+        """The parent trainer's model card (base model, results, hyper-parameters, datasets, tags) plus an atom
+        section (the paper, the atom settings, how to load)."""
+        super().create_model_card(*args, **kwargs)
         if self.is_world_process_zero():
-            write_model_card(self.args.output_dir, _unwrap_peft(self.model), self.args)
+            add_atom_section(self.args.output_dir, _unwrap_peft(self.model), self.args)
+
+
+class AtomTrainer(AtomTrainerMixin, Trainer):
+    """`transformers.Trainer` with atom modeling: the plain-Trainer case of `AtomTrainerMixin` (see there).
+
+    Example:
+
+    ```python
+    >>> args = AtomTrainingArguments(output_dir="out", atom_weight=0.1)
+    >>> trainer = AtomTrainer(model=model, args=args, train_dataset=train, eval_dataset=dev)
+    >>> trainer.train()  # loss = task loss + 0.1 * (L_A + charge term); logs task_loss, atom_loss, atom_pairs, ...
+    ```
+    """
+
+    atom_arguments_class = AtomTrainingArguments
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        others = [base.__name__ for base in mro[mro.index(AtomTrainerMixin) + 1 : mro.index(Trainer)]]
+        if others:  # AtomTrainer's loss scaling is Trainer's; another trainer keeps its own through the mixin
+            raise TypeError(
+                f"AtomTrainer is the plain-Trainer case and cannot be combined with {others[0]}. Use "
+                f"`class {cls.__name__}(hf_atom.AtomTrainerMixin, {others[0]})` with arguments from "
+                f"`hf_atom.atom_arguments_class(...)` (ready-made for trl: `hf_atom.trl.AtomSFTTrainer`)."
+            )
+
+    def __init__(self, model: Optional[nn.Module] = None, args: Optional[Any] = None, *trainer_args, **kwargs):
+        super().__init__(model, args, *trainer_args, **kwargs)
+        # Per-micro-batch mean losses, scaled for accumulation by training_step (see the module docstring).
+        self.model_accepts_loss_kwargs = False
+
+    @property
+    def loss_is_scaled_for_ga(self) -> bool:  # read by Trainer.training_step
+        # A user `compute_loss_func` normalises by num_items_in_batch itself; our own losses are micro-batch means.
+        return self.compute_loss_func is not None

@@ -1,137 +1,106 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
-"""`AtomTrainingArguments`: `TrainingArguments` plus the atom settings, parsed by `HfArgumentParser`."""
+"""Training arguments with the atom settings: every `--atom_<name>` flag is generated from `AtomConfig.<name>`.
+
+`atom_arguments_class(base)` adds the flags to any `TrainingArguments` subclass (trl's `SFTConfig`, ...), so
+`HfArgumentParser` shows their types, choices and help, and validation happens once, in `AtomConfig`.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Optional
+import dataclasses
+import sys
+import typing
+from typing import Any, Optional
 
 from transformers import TrainingArguments
 
-from .configuration import CHARGE_CONSTRAINTS, POSITION_NORMS, AtomConfig
-from .loss import STEP_MODES, TOKEN_REDUCTIONS
+from .configuration import HEAD, AtomConfig, AtomConfigError
 
-__all__ = ["AtomTrainingArguments"]
+__all__ = ["ATOM_ARGUMENT_PREFIX", "AtomArgumentsMixin", "AtomTrainingArguments", "atom_arguments_class"]
 
-# AtomTrainingArguments field -> AtomConfig field
-LOSS_FIELDS = {
-    "atom_weight": "weight",
-    "atom_softening": "softening",
-    "atom_step": "step",
-    "atom_token_reduction": "token_reduction",
-    "atom_norm_ord": "norm_ord",
-    "atom_charge_constraint": "charge_constraint",
-    "atom_charge_target": "charge_target",
-    "atom_charge_weight": "charge_weight",
-}
-HEAD_FIELDS = {
-    "atom_position_dim": "position_dim",
-    "atom_position_norm": "position_norm",
-    "atom_hidden_layer": "hidden_layer",
-    "atom_exclude_special_tokens": "exclude_special_tokens",
-    "atom_include_cls_token": "include_cls_token",
-}
+ATOM_ARGUMENT_PREFIX = "atom_"
+_NOT_FLAGS = ("input_dim",)  # read from the model when the heads are attached
 
 
-@dataclass
-class AtomTrainingArguments(TrainingArguments):
-    """`TrainingArguments` with the atom-modeling settings (`--atom_*` on the command line, or JSON / YAML keys).
+def _atom_argument_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    """One dataclass field `atom_<name>` per `AtomConfig` field, with its type, default and help.
 
-    The loss settings always apply. The head settings (`atom_position_dim`, `atom_position_norm`,
-    `atom_hidden_layer`, `atom_exclude_special_tokens`, `atom_include_cls_token`) shape the heads that
-    `AtomTrainer` attaches to a plain model; left unset (None), an atom model keeps its own.
+    Head settings default to None: an atom model keeps the heads it has, a plain model gets `AtomConfig`'s default.
     """
+    hints = typing.get_type_hints(AtomConfig)
+    fields = []
+    for spec in dataclasses.fields(AtomConfig):
+        if spec.name in _NOT_FLAGS:
+            continue
+        kind, default, help_text = hints[spec.name], spec.default, spec.metadata["help"]
+        if spec.metadata["group"] == HEAD:
+            if spec.default is not None:
+                help_text += f" Default: {spec.default!r}."
+            kind, default = Optional[kind], None
+        metadata = {"help": help_text}
+        fields.append((ATOM_ARGUMENT_PREFIX + spec.name, kind, dataclasses.field(default=default, metadata=metadata)))
+    return fields
 
-    atom_weight: float = field(
-        default=0.1,
-        metadata={"help": "lambda in loss = task_loss + lambda * L_A. 0 trains the plain model (baseline)."},
-    )
-    atom_weight_warmup_steps: int = field(
-        default=0, metadata={"help": "Linearly raise lambda from 0 to atom_weight over this many optimizer steps."}
-    )
-    atom_softening: float = field(
-        default=0.1, metadata={"help": "Plummer softening eps > 0 in s(d) = sqrt(d^2 + eps^2) (ours, D3a)."}
-    )
-    atom_step: str = field(
-        default="opposite",
-        metadata={
-            "help": "Eq. 8 step: 'opposite' = step(-q_i q_j) (ours, D1, default) or 'literal' (ablation).",
-            "choices": list(STEP_MODES),
-        },
-    )
-    atom_token_reduction: str = field(
-        default="mean",
-        metadata={
-            "help": "'mean' divides each pair's double sum by N_A*N_B (ours, D3c); 'sum' is the paper's sum.",
-            "choices": list(TOKEN_REDUCTIONS),
-        },
-    )
-    atom_norm_ord: float = field(default=2.0, metadata={"help": "Order of the norm in Eq. 7 and 10 (>= 1, or inf)."})
-    atom_charge_constraint: str = field(
-        default="target_abs",
-        metadata={
-            "help": "Anti-collapse term on the charges (ours, D3d): 'target_abs' or 'none'.",
-            "choices": list(CHARGE_CONSTRAINTS),
-        },
-    )
-    atom_charge_target: float = field(default=0.5, metadata={"help": "Target mean |q| per sample for 'target_abs'."})
-    atom_charge_weight: float = field(default=1.0, metadata={"help": "Weight of the charge term, inside lambda."})
-    atom_position_dim: Optional[int] = field(
-        default=None, metadata={"help": "Width D of the positions p. Default: the model's hidden size."}
-    )
-    atom_position_norm: Optional[str] = field(
-        default=None,
-        metadata={"help": "Position normalisation (ours, D3b). Default: 'sphere'.", "choices": list(POSITION_NORMS)},
-    )
-    atom_hidden_layer: Optional[int] = field(
-        default=None, metadata={"help": "Index into hidden_states that feeds the heads. Default: -1 (last)."}
-    )
-    atom_exclude_special_tokens: Optional[bool] = field(
-        default=None, metadata={"help": "Text: leave special tokens out (needs special_tokens_mask). Default: False."}
-    )
-    atom_include_cls_token: Optional[bool] = field(
-        default=None, metadata={"help": "ViT-like: count class/register tokens as atom tokens. Default: False."}
-    )
-    atom_gather_across_processes: bool = field(
-        default=False,
-        metadata={
-            "help": "Form pairs across all data-parallel processes (autograd-aware gather of per-sample "
-            "summaries) instead of within each process's micro-batch."
-        },
-    )
-    atom_stats_threshold: float = field(
-        default=0.5, metadata={"help": "Logging: |q| above this counts a token as positive/negative, else neutral."}
-    )
+
+class AtomArgumentsMixin:
+    """The behaviour shared by every generated arguments class: validation at parsing and the `AtomConfig` view."""
 
     def __post_init__(self):
         super().__post_init__()
-        if isinstance(self.atom_norm_ord, str):
-            self.atom_norm_ord = float(self.atom_norm_ord)
-        if self.atom_weight_warmup_steps < 0:
-            raise ValueError(f"--atom_weight_warmup_steps must be >= 0, got {self.atom_weight_warmup_steps}.")
-        if not 0.0 <= self.atom_stats_threshold < 1.0:
-            raise ValueError(f"--atom_stats_threshold must be in [0, 1), got {self.atom_stats_threshold}.")
         try:
             self.atom_config  # noqa: B018 - validates every atom setting now, at argument parsing
-        except ValueError as error:
-            message = str(error)
-            for arg, name in {**LOSS_FIELDS, **HEAD_FIELDS}.items():
-                message = message.replace(f"`{name}`", f"`--{arg}`")
-            raise ValueError(message) from None
+        except AtomConfigError as error:
+            raise error.respelled("`--" + ATOM_ARGUMENT_PREFIX + "{}`") from None
 
     @property
-    def atom_head_overrides(self) -> dict:
+    def atom_head_overrides(self) -> dict[str, Any]:
         """The head settings given explicitly (AtomConfig field names)."""
-        return {name: getattr(self, arg) for arg, name in HEAD_FIELDS.items() if getattr(self, arg) is not None}
+        names = [name for name in AtomConfig.field_names(HEAD) if name not in _NOT_FLAGS]
+        values = {name: getattr(self, ATOM_ARGUMENT_PREFIX + name) for name in names}
+        return {name: value for name, value in values.items() if value is not None}
 
     @property
     def atom_config(self) -> AtomConfig:
-        """The `AtomConfig` these arguments describe (unset head settings take AtomConfig's defaults)."""
-        values = {name: getattr(self, arg) for arg, name in LOSS_FIELDS.items()}
+        """The validated `AtomConfig` these arguments describe (unset head settings take AtomConfig's defaults)."""
+        values = {
+            spec.name: getattr(self, ATOM_ARGUMENT_PREFIX + spec.name)
+            for spec in dataclasses.fields(AtomConfig)
+            if spec.name not in _NOT_FLAGS and spec.metadata["group"] != HEAD
+        }
         return AtomConfig(**values, **self.atom_head_overrides)
 
     def atom_weight_at(self, step: int) -> float:
         """lambda at an optimizer step, after the optional linear warm-up."""
-        if self.atom_weight_warmup_steps <= 0:
-            return self.atom_weight
-        return self.atom_weight * min(1.0, step / self.atom_weight_warmup_steps)
+        return self.atom_config.weight_at(step)
+
+
+def atom_arguments_class(base: type, name: Optional[str] = None) -> type:
+    """Returns `base` (a `TrainingArguments` dataclass, e.g. trl's `SFTConfig`) with the `--atom_*` fields added.
+
+    Example:
+
+    ```python
+    >>> from trl import SFTConfig
+    >>> AtomSFTConfig = atom_arguments_class(SFTConfig)
+    >>> args = AtomSFTConfig(output_dir="out", atom_weight=0.1, max_length=128)
+    >>> args.atom_config.weight
+    0.1
+    ```
+    """
+    if not (isinstance(base, type) and issubclass(base, TrainingArguments)):
+        raise ValueError(f"`base` must be a TrainingArguments subclass, got {base!r}.")
+    if issubclass(base, AtomArgumentsMixin):
+        return base
+    name = name or "Atom" + base.__name__
+    cls = dataclasses.make_dataclass(name, _atom_argument_fields(), bases=(AtomArgumentsMixin, base))
+    cls.__doc__ = (
+        f"`{base.__name__}` plus the atom-modeling settings (`--atom_*` flags, JSON or YAML keys), one per "
+        "`hf_atom.AtomConfig` field, validated at parsing."
+    )
+    # Published under this module, so pickle (Trainer saves training_args.bin) finds the class by name.
+    cls.__module__ = __name__
+    setattr(sys.modules[__name__], name, cls)
+    return cls
+
+
+AtomTrainingArguments = atom_arguments_class(TrainingArguments, "AtomTrainingArguments")

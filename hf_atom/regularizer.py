@@ -1,0 +1,248 @@
+# Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
+"""One path from token features to the atom objective, for any torch module (docs/DESIGN.md, D6 and D7).
+
+- `AtomObjective` turns charges q, positions p and a token mask into the objective to add to a task loss,
+  `weight * (L_A + charge_weight * charge_penalty)`, with the loss parts and the logged statistics. It has no
+  parameters. `AtomTrainer` uses it on the `atom_q` / `atom_p` / `atom_mask` outputs of an atom model.
+- `AtomRegularizer` is an `AtomHead` (Q and P) followed by an `AtomObjective`: the entry point for models that are
+  not transformers models, e.g. a GAN generator in a hand-written training loop.
+
+Example:
+
+```python
+>>> reg = hf_atom.AtomRegularizer(hidden_size=100, config=hf_atom.AtomConfig(weight=0.1))
+>>> optimizer = torch.optim.Adam([*generator.parameters(), *reg.parameters()])
+>>> features = generator.hidden(z)                             # (B, 400)
+>>> out = reg(hf_atom.mlp_tokens(features, num_tokens=4))      # 4 tokens of 100 features per sample
+>>> (generator_loss + out.objective).backward()
+>>> out.metrics()                                              # {'atom_loss': ..., 'atom_pairs': ..., ...}
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+from torch import nn
+
+from .configuration import AtomConfig
+from .distributed import cross_process_atom_loss, is_distributed
+from .heads import AtomHead
+from .loss import AtomLossOutput, charge_target_penalty
+
+__all__ = ["ATOM_STATISTICS", "AtomObjective", "AtomRegularizer", "AtomRegularizerOutput"]
+
+# The statistics every consumer logs, in this order (see `AtomRegularizerOutput.statistics`).
+ATOM_STATISTICS = (
+    "atom_loss",
+    "atom_charge_penalty",
+    "atom_pairs",
+    "atom_mean_abs_q",
+    "atom_q_positive",
+    "atom_q_negative",
+    "atom_q_neutral",
+    "atom_mean_distance",
+    "atom_mean_radius",
+)
+
+
+@dataclass
+class AtomRegularizerOutput:
+    """What `AtomObjective` / `AtomRegularizer` return.
+
+    Args:
+        objective (`torch.Tensor`, scalar): `weight * (loss + charge_weight * charge_penalty)`, to add to the task
+            loss (float32, or float64 for float64 inputs).
+        loss (`torch.Tensor`, scalar): L_A, the atomic loss of Eq. 5 (the mean pair energy).
+        charge_penalty (`torch.Tensor`, scalar): the anti-collapse term (D3d); 0 when the constraint is off.
+        weight (`float`): lambda as applied.
+        parts (`AtomLossOutput`): pair energies, distances, per-sample summaries and the number of pairs.
+        q (`torch.Tensor` of shape `(batch, tokens)`), p (`(batch, tokens, dim)`), mask (`(batch, tokens)`, bool).
+        stats_threshold (`float`): |q| above it counts a token as positive / negative in the statistics.
+    """
+
+    objective: torch.Tensor
+    loss: torch.Tensor
+    charge_penalty: torch.Tensor
+    weight: float
+    parts: AtomLossOutput
+    q: torch.Tensor
+    p: torch.Tensor
+    mask: torch.Tensor
+    stats_threshold: float = 0.5
+
+    @torch.no_grad()
+    def statistics(self) -> dict[str, torch.Tensor]:
+        """The logged statistics as detached scalar tensors (no host synchronisation), keyed as `ATOM_STATISTICS`.
+
+        `atom_pairs` is the number of unordered pairs of this batch; shares are over valid tokens; the mean distance
+        is over the pairs, the mean radius over the valid samples.
+        """
+        q, mask, parts = self.q.detach().float(), self.mask, self.parts
+        valid_tokens = mask.sum().clamp(min=1)
+        positive = ((q > self.stats_threshold) & mask).sum() / valid_tokens
+        negative = ((q < -self.stats_threshold) & mask).sum() / valid_tokens
+        pair_mask = parts.pair_mask
+        valid = parts.summaries.valid
+        values = (
+            self.loss.detach().float(),
+            self.charge_penalty.detach().float(),
+            parts.num_pairs.float(),
+            (q.abs() * mask).sum() / valid_tokens,
+            positive,
+            negative,
+            1.0 - positive - negative,
+            (parts.pair_distances.detach().float() * pair_mask).sum() / pair_mask.sum().clamp(min=1),
+            (parts.summaries.r.detach().float() * valid).sum() / valid.sum().clamp(min=1),
+        )
+        return dict(zip(ATOM_STATISTICS, values))
+
+    def check_finite(self, task_loss: Optional[torch.Tensor] = None, step: Optional[int] = None) -> None:
+        """Raises a `FloatingPointError` naming the part (task loss, L_A, charge term) that is NaN or infinite.
+
+        Call it before `backward()` so a non-finite objective never reaches the weights. One host synchronisation.
+        """
+        parts = [self.loss, self.charge_penalty] if task_loss is None else [task_loss, self.loss, self.charge_penalty]
+        values = torch.stack([part.detach().float().to(self.loss.device) for part in parts])
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        names = (
+            ("atomic loss L_A", "charge term")
+            if task_loss is None
+            else ("task loss", "atomic loss L_A", "charge term")
+        )
+        bad = ", ".join(
+            f"{name} = {value}" for name, value, ok in zip(names, values.tolist(), finite.tolist()) if not ok
+        )
+        where = "" if step is None else f" at step {step}"
+        raise FloatingPointError(
+            f"Non-finite loss{where}: {bad}. It was stopped before reaching the weights. Check the inputs for NaN/inf, "
+            "lower the learning rate, or use bf16 instead of fp16; a checkpoint saved earlier can be resumed."
+        )
+
+    def metrics(self) -> dict[str, float]:
+        """`statistics()` as Python floats, ready for a logger (one host synchronisation)."""
+        stats = self.statistics()
+        return dict(zip(stats, torch.stack(list(stats.values())).tolist()))
+
+
+class AtomObjective(nn.Module):
+    """The atom objective from charges and positions: `weight * (L_A + charge_weight * charge_penalty)` (D6).
+
+    No parameters. The loss settings (softening, step, token reduction, norm) and the charge constraint come from
+    one `AtomConfig`.
+
+    Args:
+        config (`AtomConfig`, *optional*): the settings; defaults to `AtomConfig()`.
+    """
+
+    def __init__(self, config: Optional[AtomConfig] = None):
+        super().__init__()
+        self.config = config if config is not None else AtomConfig()
+        self.loss_fn = self.config.loss_module(with_charge_penalty=False)
+
+    def extra_repr(self) -> str:
+        config = self.config
+        return f"weight={config.weight}, charge_constraint={config.charge_constraint!r}"
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        p: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        *,
+        weight: Optional[float] = None,
+        gather_across_processes: bool = False,
+    ) -> AtomRegularizerOutput:
+        """Computes the objective for one batch.
+
+        Args:
+            q (`torch.Tensor` of shape `(batch, tokens)`): charges in [-1, 1].
+            p (`torch.Tensor` of shape `(batch, tokens, dim)`): positions.
+            mask (`torch.Tensor` of shape `(batch, tokens)`, *optional*): valid tokens (bool); all valid if None.
+            weight (`float`, *optional*): lambda for this call (e.g. after a warm-up); defaults to `config.weight`.
+            gather_across_processes (`bool`, defaults to `False`): pair this process's samples with the samples of
+                every data-parallel process (autograd-aware all-gather of the per-sample summaries, D4). Ignored
+                when torch.distributed is not initialised with more than one process.
+        """
+        config = self.config
+        if mask is None:
+            mask = torch.ones(q.shape, dtype=torch.bool, device=q.device)
+        mask = mask.bool()
+        summaries = self.loss_fn.summaries(q, p, mask)
+        if gather_across_processes and is_distributed():
+            energy, parts = cross_process_atom_loss(self.loss_fn, summaries)
+        else:
+            parts = self.loss_fn.loss_from_summaries(summaries)
+            energy = parts.loss
+        if config.uses_charge_constraint:
+            charge = charge_target_penalty(q, mask, target=config.charge_target)
+            energy = energy + config.charge_weight * charge
+        else:
+            charge = torch.zeros((), dtype=parts.loss.dtype, device=q.device)
+        weight = config.weight if weight is None else float(weight)
+        return AtomRegularizerOutput(
+            objective=weight * energy,
+            loss=parts.loss,
+            charge_penalty=charge,
+            weight=weight,
+            parts=parts,
+            q=q,
+            p=p,
+            mask=mask,
+            stats_threshold=config.stats_threshold,
+        )
+
+
+class AtomRegularizer(nn.Module):
+    """Atom modeling for any torch module: an atom head over token features, then the atom objective (D7).
+
+    Args:
+        hidden_size (`int`): h, the width of each token's features.
+        config (`AtomConfig`, *optional*): the settings (lambda, loss, charge constraint, position width and
+            normalisation); defaults to `AtomConfig()`. `config.input_dim`, if set, must equal `hidden_size`.
+
+    Train its parameters (the heads Q and P) with the module whose features it reads. Call it as
+    `reg(tokens, mask=None)` with `tokens` of shape `(batch, tokens, hidden_size)`; see `mlp_tokens` and
+    `feature_map_tokens` for turning (B, H) activations or (B, C, H, W) feature maps into tokens.
+    """
+
+    def __init__(self, hidden_size: int, config: Optional[AtomConfig] = None):
+        super().__init__()
+        config = config if config is not None else AtomConfig()
+        if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
+            raise ValueError(f"`hidden_size` must be a positive integer (the width of a token), got {hidden_size!r}.")
+        if config.input_dim is not None and config.input_dim != hidden_size:
+            raise ValueError(
+                f"`config.input_dim={config.input_dim}` disagrees with `hidden_size={hidden_size}`; leave input_dim "
+                "unset or make them equal."
+            )
+        self.config = config.replace(input_dim=hidden_size)
+        self.head = AtomHead(hidden_size, self.config.position_dim or hidden_size, self.config.position_norm)
+        self.atom_objective = AtomObjective(self.config)
+
+    def forward(
+        self,
+        tokens: torch.Tensor,
+        mask: Optional[torch.Tensor] = None,
+        *,
+        weight: Optional[float] = None,
+        gather_across_processes: bool = False,
+    ) -> AtomRegularizerOutput:
+        """Runs the head on `tokens` (batch, tokens, hidden_size) and returns the objective and its parts."""
+        if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3:
+            shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
+            raise ValueError(
+                f"`tokens` must be a (batch, tokens, hidden_size) tensor, got {shape}. Use `hf_atom.mlp_tokens` for "
+                "(batch, width) activations or `hf_atom.feature_map_tokens` for (batch, C, H, W) feature maps."
+            )
+        if tokens.shape[-1] != self.head.importance.in_features:
+            raise ValueError(
+                f"`tokens` have {tokens.shape[-1]} features each but this regularizer was built for "
+                f"hidden_size={self.head.importance.in_features}."
+            )
+        q, p = self.head(tokens)
+        return self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather_across_processes)
