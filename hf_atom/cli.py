@@ -1,45 +1,96 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
 """The `hf-atom` command line.
 
-    hf-atom explain MODEL_DIR INPUT [INPUT ...] --out DIR
+    hf-atom explain MODEL_DIR INPUT [INPUT ...] --out DIR [--batch_size N] [--device cpu] [--allow_output_in_input]
 
 MODEL_DIR is any folder `AutoAtomModel` loads (a recipe's output, a checkpoint) with its image processor or
 tokenizer. INPUTs: image files or folders for image models; `.txt` files (one text per line) or literal texts for
 text models. Writes one PNG per image (and HTML + PNG per text) plus `index.html` into DIR. Runs on CPU, offline.
+
+Bad input (a missing model folder, an unreadable image named directly, an output folder that is a file or holds the
+inputs, a batch size below 1, an unknown device) ends with one line naming it, and exit code 2.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
-from typing import Optional, Sequence
+from typing import NoReturn, Optional, Sequence
+
+
+class _Parser(argparse.ArgumentParser):
+    """Argument errors in one line (argparse would print the usage first), exit code 2 as usual."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} -h`)\n")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def _device(name: str):
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps).") from None
+    available = {"cuda": torch.cuda.is_available, "mps": torch.backends.mps.is_available}.get(device.type)
+    if available is not None and not available():
+        raise ValueError(f"--device {name!r}: no {device.type} device is available here; use --device cpu.")
+    return device
 
 
 def _explain(args: argparse.Namespace) -> int:
-    import torch
+    from .explain import Explainer, check_output_folder
 
-    from .explain import Explainer
-
+    # everything that needs no model is checked before the (slow) model load
+    if os.path.exists(args.out) and not os.path.isdir(args.out):
+        raise ValueError(f"--out {args.out!r} is an existing file; give a folder (it is created if missing).")
+    missing = [item for item in args.inputs if item.endswith(".txt") and not os.path.isfile(item)]
+    if missing:
+        raise ValueError(f"inputs: {missing[0]!r} is no such file (.txt inputs are files with one text per line).")
+    existing = [item for item in args.inputs if os.path.exists(item)]
+    check_output_folder(
+        args.out,
+        [i for i in existing if os.path.isdir(i)],
+        [i for i in existing if os.path.isfile(i)],
+        args.allow_output_in_input,
+    )
+    device = _device(args.device)
     explainer = Explainer.from_pretrained(args.model_dir, batch_size=args.batch_size)
-    explainer.model.to(torch.device(args.device))
-    explanations = explainer.export(args.inputs, args.out)
+    explainer.model.to(device)
+    explanations = explainer.export(args.inputs, args.out, allow_output_in_input=args.allow_output_in_input)
     for explanation in explanations:
         label = f" -> {explanation.prediction}" if explanation.prediction else ""
         source = explanation.source if explanation.kind == "image" else explanation.source[:60]
         print(f"{source}{label}: {', '.join(explanation.files)}")
-    print(f"{len(explanations)} explained; open {args.out}/index.html")
+    print(f"{len(explanations)} explained; open {os.path.join(args.out, 'index.html')}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="hf-atom", description="hf_atom: atom modeling for transformers.")
+    parser = _Parser(prog="hf-atom", description="hf_atom: atom modeling for transformers.")
     commands = parser.add_subparsers(dest="command", required=True)
     explain = commands.add_parser("explain", help="Render token importance of an atom model for images or texts.")
     explain.add_argument("model_dir", help="Folder of an atom model with its image processor or tokenizer.")
     explain.add_argument("inputs", nargs="+", help="Image files/folders, .txt files (one text per line) or texts.")
     explain.add_argument("--out", required=True, help="Output folder for the PNG/HTML files and index.html.")
-    explain.add_argument("--batch_size", type=int, default=16)
-    explain.add_argument("--device", default="cpu")
+    explain.add_argument("--batch_size", type=_positive_int, default=16, help="Inputs per forward pass (>= 1).")
+    explain.add_argument("--device", default="cpu", help="torch device to run the model on (cpu, cuda, ...).")
+    explain.add_argument(
+        "--allow_output_in_input",
+        action="store_true",
+        help="Allow --out to be an input folder or to contain an input (input files are never overwritten).",
+    )
     explain.set_defaults(handler=_explain)
     return parser
 

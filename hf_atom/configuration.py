@@ -10,6 +10,7 @@ happens once, here. Defaults marked "ours" are this project's decisions, not the
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import typing
@@ -185,9 +186,13 @@ class AtomConfig:
         return AtomLoss(self.softening, self.step, self.token_reduction, self.norm_ord, charge_target)
 
 
+@functools.lru_cache(maxsize=None)
+def _type_hints() -> dict[str, Any]:
+    return typing.get_type_hints(AtomConfig)  # evaluated once: the annotations are strings (PEP 563)
+
+
 def _resolved_type(spec: dataclasses.Field) -> Any:
-    hints = typing.get_type_hints(AtomConfig)
-    kind = hints[spec.name]
+    kind = _type_hints()[spec.name]
     if typing.get_origin(kind) is typing.Union:  # Optional[X]
         kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
     return kind

@@ -11,18 +11,23 @@ from __future__ import annotations
 
 import html
 import os
+import struct
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import torch
+from transformers.utils import logging
 
 from .importance import TokenImportance
 from .modeling import AutoAtomModel
 from .visualize import render_image_importance, render_text_importance, text_importance_html
 
-__all__ = ["Explanation", "Explainer", "IMAGE_EXTENSIONS", "text_pieces", "write_index"]
+logger = logging.get_logger(__name__)
+
+__all__ = ["Explanation", "Explainer", "IMAGE_EXTENSIONS", "check_output_folder", "text_pieces", "write_index"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -83,6 +88,8 @@ class Explainer:
     """
 
     def __init__(self, model, processor, *, batch_size: int = 16):
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"`batch_size` (--batch_size) must be a positive integer, got {batch_size!r}.")
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
@@ -93,7 +100,7 @@ class Explainer:
         """Loads the atom model and its processor (image processor or tokenizer) from one folder."""
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        model = AutoAtomModel.from_pretrained(model_dir)
+        model = _load_model(model_dir)
         loader = AutoImageProcessor if model.main_input_name == "pixel_values" else AutoTokenizer
         try:
             processor = loader.from_pretrained(model_dir)
@@ -122,10 +129,35 @@ class Explainer:
         return np.clip(image, 0.0, 1.0)
 
     def explain_images(
-        self, images: Sequence[Any], names: Optional[Sequence[str]] = None, out_dir: Optional[str] = None
+        self,
+        images: Sequence[Any],
+        names: Optional[Sequence[str]] = None,
+        out_dir: Optional[str] = None,
+        *,
+        out_names: Optional[Sequence[str]] = None,
     ) -> list[Explanation]:
-        """Heat maps of q for PIL images (one PNG each when `out_dir` is set)."""
+        """Heat maps of q for PIL images (one PNG each when `out_dir` is set).
+
+        Args:
+            images: PIL images.
+            names (*optional*): a source name per image (shown in titles and `index.html`).
+            out_dir (*optional*): where to write the PNGs.
+            out_names (*optional*): each PNG's path relative to `out_dir`; defaults to the name's stem + `.png`.
+                Two images never share a file: duplicate output names raise a `ValueError`.
+        """
         names = list(names) if names is not None else [f"image_{i}" for i in range(len(images))]
+        if len(names) != len(images):
+            raise ValueError(f"Got {len(images)} images but {len(names)} names.")
+        if out_dir is not None:
+            out_names = list(out_names) if out_names is not None else [Path(n).stem + ".png" for n in names]
+            duplicates = sorted({n for n in out_names if out_names.count(n) > 1})
+            if len(out_names) != len(images) or duplicates:
+                raise ValueError(
+                    f"Each image needs its own output file; these are shared: {duplicates}. Pass unique `names` "
+                    "or `out_names`."
+                    if duplicates
+                    else f"Got {len(images)} images but {len(out_names)} out_names."
+                )
         results = []
         for start in range(0, len(images), self.batch_size):
             batch = [image.convert("RGB") for image in images[start : start + self.batch_size]]
@@ -137,7 +169,8 @@ class Explainer:
                 name = names[start + offset]
                 explanation = Explanation("image", name, labels[offset] if labels else None, grid)
                 if out_dir is not None:
-                    path = os.path.join(out_dir, Path(name).stem + ".png")
+                    path = os.path.join(out_dir, out_names[start + offset])
+                    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
                     title = (
                         f"{Path(name).name}: predicted {explanation.prediction}" if explanation.prediction else None
                     )
@@ -182,58 +215,231 @@ class Explainer:
 
     # -- batch export -------------------------------------------------------------------------------------------
 
-    def export(self, inputs: Iterable[str], out_dir: str) -> list[Explanation]:
+    def export(self, inputs: Iterable[str], out_dir: str, *, allow_output_in_input: bool = False) -> list[Explanation]:
         """Explains every input and writes pictures plus an `index.html` into `out_dir`.
 
         Inputs: image files, folders (searched recursively for images), `.txt` files (one text per line, for text
         models) or literal texts (text models).
+
+        What you can rely on (tested):
+
+        - Input files are never written to. An `out_dir` that is an input folder or contains an input is refused
+          unless `allow_output_in_input=True`; even then no output replaces an input file. An `out_dir` inside an
+          input folder is fine: it is not searched for images.
+        - One output per input, never shared: an image's picture keeps its path relative to the deepest folder
+          common to all inputs, with `.png` appended (`x/a.png` and `y/a.png` give `x/a.png.png` and `y/a.png.png`);
+          the same file given twice is explained once.
+        - A file with an image extension that is not a readable image is skipped with a warning when found in a
+          folder, and stops the export with an error naming it when named directly (checked before anything is
+          written, except for damage that shows only when the whole picture is decoded).
+
+        Raises:
+            `ValueError`: naming the input or `out_dir` that is wrong and what to do instead.
         """
-        os.makedirs(out_dir, exist_ok=True)
-        inputs = list(inputs)
+        inputs = [os.fspath(item) for item in inputs]
         if not inputs:
             raise ValueError("Nothing to explain: give image files, folders, .txt files or texts.")
+        out_dir = os.fspath(out_dir)
+        if os.path.exists(out_dir) and not os.path.isdir(out_dir):
+            raise ValueError(
+                f"The output folder (--out) {out_dir!r} is an existing file; give a folder (created if missing)."
+            )
         if self.kind == "image":
-            from PIL import Image
-
-            paths = []
-            for item in inputs:
-                path = Path(item)
-                if path.is_dir():
-                    paths += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS)
-                elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-                    paths.append(path)
-                else:
+            sources = _image_sources(inputs, out_dir, allow_output_in_input)
+            os.makedirs(out_dir, exist_ok=True)
+            explanations, skipped = [], []
+            for start in range(0, len(sources), self.batch_size):
+                images, names, out_names = [], [], []
+                for source in sources[start : start + self.batch_size]:
+                    try:
+                        images.append(_read_image(source.path))
+                    except ValueError as error:
+                        if source.named:
+                            raise
+                        logger.warning(f"Skipping {source.path}: {error}")
+                        skipped.append((str(source.path), str(error)))
+                        continue
+                    names.append(str(source.path))
+                    out_names.append(source.out_name)
+                if images:
+                    explanations += self.explain_images(images, names, out_dir, out_names=out_names)
+            if not explanations:
+                raise ValueError(f"None of the {len(sources)} image files in {inputs} could be read as an image.")
+            write_index(explanations, out_dir, skipped=skipped)
+            return explanations
+        texts, txt_files = [], []
+        for item in inputs:
+            if item.endswith(".txt") or os.path.isdir(item):
+                if not os.path.isfile(item):
+                    kind = "a folder" if os.path.isdir(item) else "no such file"
                     raise ValueError(
-                        f"{item!r} is not an image file or a folder of images ({', '.join(IMAGE_EXTENSIONS)})."
+                        f"{item!r} is {kind}: a text model takes .txt files (one text per line) or texts. To explain "
+                        "this string as a text, add a space or drop the .txt ending."
                     )
-            if not paths:
-                raise ValueError(f"No images found in {inputs}.")
-            explanations = self.explain_images([Image.open(p) for p in paths], [str(p) for p in paths], out_dir)
-        else:
-            texts = []
-            for item in inputs:
-                if item.endswith(".txt") and os.path.isfile(item):
+                txt_files.append(item)
+                try:
                     with open(item, encoding="utf-8") as handle:
                         texts += [line.rstrip("\n") for line in handle if line.strip()]
-                else:
-                    texts.append(item)
-            explanations = self.explain_texts(texts, out_dir)
+                except UnicodeDecodeError as error:
+                    raise ValueError(f"{item!r} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
+            else:
+                texts.append(item)
+        check_output_folder(out_dir, [], txt_files, allow_output_in_input)
+        if not texts:
+            raise ValueError(f"No texts in {inputs}: the .txt files hold only empty lines.")
+        os.makedirs(out_dir, exist_ok=True)
+        explanations = self.explain_texts(texts, out_dir)
         write_index(explanations, out_dir)
         return explanations
+
+
+@dataclass
+class _ImageSource:
+    path: Path  # as given (absolute if the input was)
+    out_name: str  # relative to the output folder
+    named: bool  # given directly (True) or found in a folder
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path == folder or folder in path.parents
+
+
+def check_output_folder(out_dir: str, folders: list[str], files: list[str], allow: bool) -> None:
+    """Refuses an output folder that is an input folder or holds an input, unless allowed (why: outputs would sit
+    among, and could be taken for, the user's files)."""
+    out = Path(out_dir).resolve()
+    for item in folders + files:
+        resolved = Path(item).resolve()
+        if _inside(resolved, out) and not allow:
+            relation = "is" if resolved == out else "contains"
+            raise ValueError(
+                f"The output folder (--out) {out_dir!r} {relation} the input {item!r}: the pictures would be written "
+                "among your inputs. Choose another output folder, or pass --allow_output_in_input "
+                "(`allow_output_in_input=True`) to write there anyway (input files are never overwritten)."
+            )
+
+
+def _image_sources(inputs: list[str], out_dir: str, allow: bool) -> list[_ImageSource]:
+    """Every image to explain, once, with a unique output name that keeps its path relative to the inputs."""
+    folders, files = [], []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            folders.append(item)
+        elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
+            files.append(item)
+        else:
+            reason = "no such file or folder" if not path.exists() else "not an image file or a folder of images"
+            raise ValueError(f"{item!r}: {reason} (image extensions: {', '.join(IMAGE_EXTENSIONS)}).")
+    check_output_folder(out_dir, folders, files, allow)
+    out = Path(out_dir).resolve()
+    found: list[tuple[Path, bool]] = [(Path(f), True) for f in files]
+    for folder in folders:
+        # an output folder inside an input folder is never searched: earlier pictures are not inputs
+        skip_out = out != Path(folder).resolve()
+        for path in sorted(Path(folder).rglob("*")):
+            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
+                if not (skip_out and _inside(path.resolve(), out)):
+                    found.append((path, False))
+    seen, unique = set(), []
+    for path, named in found:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            unique.append((path, named))
+    if not unique:
+        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {inputs}.")
+    absolute = [Path(os.path.abspath(p)) for p, _ in unique]
+    root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
+    sources = [
+        _ImageSource(path, str(a.relative_to(root)) + ".png", named) for (path, named), a in zip(unique, absolute)
+    ]
+    inputs_resolved = {p.resolve() for p, _ in unique}
+    for source in sources:
+        target = (out / source.out_name).resolve()
+        if target in inputs_resolved:  # possible only with allow_output_in_input: never overwrite an input
+            raise ValueError(
+                f"The picture for {str(source.path)!r} would be written to {str(target)!r}, which is one of the "
+                "inputs. Choose an output folder outside the inputs."
+            )
+    for source in sources:
+        if source.named:
+            _probe_image(source.path)
+    return sources
+
+
+def _unreadable_image_errors() -> tuple[type, ...]:
+    from PIL import Image
+
+    # what PIL raises for files that are not (whole) images; anything else is a real error and propagates
+    return (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
+
+
+def _probe_image(path: Path) -> None:
+    """Reads only the header: a named file that is not an image stops the export before anything is written."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except _unreadable_image_errors() as error:
+        raise ValueError(f"{str(path)!r} is not a readable image ({type(error).__name__}: {error}).") from None
+
+
+def _read_image(path: Path):
+    """The image at `path` in RGB, fully decoded (so that a truncated file fails here, naming it)."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except _unreadable_image_errors() as error:
+        raise ValueError(f"{str(path)!r} is not a readable image ({type(error).__name__}: {error}).") from None
+
+
+def _load_model(model_dir: Union[str, os.PathLike]):
+    """`AutoAtomModel.from_pretrained`, with every way it can fail on a user's path turned into one `ValueError`."""
+    path = os.fspath(model_dir)
+    if os.path.isfile(path):
+        raise ValueError(f"The model (MODEL_DIR) {path!r} is a file; give the folder that holds config.json.")
+    if not os.path.isdir(path):
+        from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+        try:
+            validate_repo_id(path)
+        except HFValidationError:
+            raise ValueError(f"The model (MODEL_DIR) {path!r}: no such folder.") from None
+    elif not os.path.isfile(os.path.join(path, "config.json")):
+        raise ValueError(
+            f"The model (MODEL_DIR) {path!r} has no config.json: give the folder of a saved atom model (a recipe's "
+            "output, a checkpoint-N folder, or `model.save_pretrained(folder)`)."
+        )
+    try:
+        return AutoAtomModel.from_pretrained(path)
+    except (OSError, ValueError) as error:
+        where = "" if os.path.isdir(path) else " It is no local folder, and the Hub did not serve it either."
+        message = " ".join(str(error).split())
+        raise ValueError(f"Cannot load an atom model from {path!r}:{where} {message}") from error
 
 
 def _page(body: str) -> str:
     return f'<!doctype html><html><head><meta charset="utf-8"><title>hf_atom token importance</title></head><body>{body}</body></html>'
 
 
-def write_index(explanations: list[Explanation], out_dir: str) -> None:
-    """Writes `index.html` in `out_dir`, showing every explanation's picture with its source and prediction."""
+def write_index(explanations: list[Explanation], out_dir: str, *, skipped: Sequence[tuple[str, str]] = ()) -> None:
+    """Writes `index.html` in `out_dir`: every explanation's picture with its source and prediction, one entry per
+    input, and the inputs that were skipped with the reason."""
     items = []
     for explanation in explanations:
         png = next((f for f in explanation.files if f.endswith(".png")), None)
         caption = html.escape(explanation.source if explanation.kind == "image" else explanation.source[:120])
         prediction = f" &rarr; {html.escape(explanation.prediction)}" if explanation.prediction else ""
-        image = f'<img src="{html.escape(os.path.basename(png))}" style="max-width:100%">' if png else ""
+        image = ""
+        if png:
+            link = urllib.parse.quote(Path(os.path.relpath(png, out_dir)).as_posix())
+            image = f'<img src="{html.escape(link)}" style="max-width:100%">'
         items.append(f"<figure>{image}<figcaption>{caption}{prediction}</figcaption></figure>")
+    for source, reason in skipped:
+        items.append(f"<p>skipped {html.escape(source)}: {html.escape(reason)}</p>")
     with open(os.path.join(out_dir, "index.html"), "w", encoding="utf-8") as handle:
         handle.write(_page("<h2>Token importance (q: red +, blue -, white 0)</h2>" + "\n".join(items)))

@@ -38,7 +38,7 @@ class AtomHead(nn.Module):
     def reset_parameters(self) -> None:
         """Random init with torch.nn.init (works on the meta device path of transformers 5).
 
-        Q must never start at zero: q == 0 is a stationary point of L_A (ATOM_SPEC D3e). std = 1/sqrt(h) gives
+        Q must never start at zero: q == 0 is a stationary point of L_A (docs/DESIGN.md, D3e). std = 1/sqrt(h) gives
         Q(e) a spread of about 1 on unit-scale hidden states, so q starts spread over (-1, 1) around 0.
         """
         hidden_size = self.importance.in_features

@@ -120,38 +120,41 @@ def _validate_tensors(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Ten
             raise ValueError(f"`mask` must be on the same device as `q` ({q.device}), got {mask.device}.")
 
 
-def check_atom_inputs(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor] = None) -> None:
+def check_atom_inputs(
+    q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor] = None, *, check_positions: bool = True
+) -> None:
     """Checks the values of the loss's inputs against its contract, raising a `ValueError` that names the problem.
 
     The contract of `atom_loss` / `AtomLoss`: `q` in [-1, 1] (Eq. 6) and finite on valid tokens, `p` finite on valid
     tokens, `mask` boolean or integer 0/1. Shapes and dtypes are always checked (free); values need a look at the
-    data, which on an accelerator is a host synchronisation: `atom_loss` checks them itself for CPU tensors, and for
-    other devices when called with `check_values=True` (or call this function where you want the check).
+    data, which on an accelerator is a host synchronisation: `atom_loss` checks q and the mask itself for CPU tensors
+    (O(B*N)), and everything, on any device, when called with `check_values=True`.
     """
     _validate_tensors(q, p, mask)
     keep = torch.ones_like(q, dtype=torch.bool) if mask is None else mask != 0
-    if mask is not None and not mask.dtype == torch.bool:
+    if mask is not None and mask.dtype != torch.bool:
         wrong = (mask != 0) & (mask != 1)
         if bool(wrong.any()):
             raise ValueError(
                 f"`mask` must hold only 0 and 1, got {mask[wrong].unique()[:5].tolist()}. Pass `mask.bool()` if "
                 "non-zero should mean valid."
             )
-    q_valid = q.detach()[keep]
-    if not bool(torch.isfinite(q_valid).all()):
+    q = q.detach()
+    if bool((~torch.isfinite(q) & keep).any()):
         raise ValueError("`q` has NaN or infinite values on valid tokens.")
-    if q_valid.numel() and not bool((q_valid.abs() <= 1).all()):
+    outside = (q.abs() > 1) & keep
+    if bool(outside.any()):
         raise ValueError(
-            f"`q` must be in [-1, 1] (Eq. 6: q = 2 sigmoid(Q(e)) - 1), got values up to {q_valid.abs().max().item():.4g}."
+            f"`q` must be in [-1, 1] (Eq. 6: q = 2 sigmoid(Q(e)) - 1), got values up to {q[outside].abs().max():.4g}."
         )
-    if not bool(torch.isfinite(p.detach()[keep]).all()):
+    if check_positions and bool((~torch.isfinite(p.detach()).all(dim=-1) & keep).any()):
         raise ValueError("`p` has NaN or infinite values on valid tokens.")
 
 
 def _check_inputs(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor], check_values: bool) -> None:
     _validate_tensors(q, p, mask)
     if check_values or q.device.type == "cpu":  # value checks synchronise an accelerator: opt-in there
-        check_atom_inputs(q, p, mask)
+        check_atom_inputs(q, p, mask, check_positions=check_values)  # p is B*N*D: its check is opt-in everywhere
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import os
 import sys
 from typing import Any, Optional, Union
 
@@ -22,6 +23,7 @@ import transformers
 from transformers import AutoConfig, PreTrainedModel
 from transformers.utils import ModelOutput
 
+from .checkpoints import check_saved_model
 from .configuration import AtomConfig
 from .heads import AtomHead
 from .importance import TokenImportance
@@ -371,6 +373,7 @@ class AutoAtomModel:
             )
             kwargs.update(config_kwargs)
         config = cls._prepare_config(config, atom_config)
+        _check_local_model(pretrained_model_name_or_path, config, kwargs, atom_config is not None)
         model = atom_class_for(cls._base_class(config)).from_pretrained(
             pretrained_model_name_or_path, *model_args, config=config, **kwargs
         )
@@ -383,6 +386,23 @@ class AutoAtomModel:
         """A randomly initialised atom model for `config` (like `AutoModel.from_config`)."""
         config = cls._prepare_config(config, atom_config)
         return atom_class_for(cls._base_class(config))(config, **kwargs)
+
+
+def _check_local_model(path, config, kwargs: dict[str, Any], atom_config_given: bool) -> None:
+    """Fails early, with a message naming the problem, on a local folder whose weights are cut short or whose atom
+    heads do not have the shapes its atom settings describe (transformers would raise deep in loading)."""
+    folder = os.path.join(os.fspath(path), kwargs["subfolder"]) if kwargs.get("subfolder") else os.fspath(path)
+    if not os.path.isdir(folder) or kwargs.get("variant") or kwargs.get("gguf_file"):
+        return  # Hub ids and other file layouts: transformers' own checks apply
+    expected = {}
+    saved = getattr(config, "atom_config", None)
+    if not kwargs.get("ignore_mismatched_sizes") and isinstance(saved, dict) and saved.get("input_dim"):
+        settings = AtomConfig.from_dict(saved)
+        with torch.device("meta"):  # shapes only, no memory
+            head = AtomHead(settings.input_dim, settings.position_dim or settings.input_dim, settings.position_norm)
+        expected = {f"atom_head.{name}": tuple(t.shape) for name, t in head.state_dict().items()}
+    source = "The `atom_config` passed to from_pretrained" if atom_config_given else "config.json's `atom_config`"
+    check_saved_model(folder, expected, settings=source)
 
 
 def _auto_atom(name: str, auto_class: type) -> type:

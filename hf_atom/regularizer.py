@@ -99,6 +99,30 @@ class AtomRegularizerOutput:
         )
         return dict(zip(ATOM_STATISTICS, values))
 
+    def check_finite(self, task_loss: Optional[torch.Tensor] = None, step: Optional[int] = None) -> None:
+        """Raises a `FloatingPointError` naming the part (task loss, L_A, charge term) that is NaN or infinite.
+
+        Call it before `backward()` so a non-finite objective never reaches the weights. One host synchronisation.
+        """
+        parts = [self.loss, self.charge_penalty] if task_loss is None else [task_loss, self.loss, self.charge_penalty]
+        values = torch.stack([part.detach().float().to(self.loss.device) for part in parts])
+        finite = torch.isfinite(values)
+        if bool(finite.all()):
+            return
+        names = (
+            ("atomic loss L_A", "charge term")
+            if task_loss is None
+            else ("task loss", "atomic loss L_A", "charge term")
+        )
+        bad = ", ".join(
+            f"{name} = {value}" for name, value, ok in zip(names, values.tolist(), finite.tolist()) if not ok
+        )
+        where = "" if step is None else f" at step {step}"
+        raise FloatingPointError(
+            f"Non-finite loss{where}: {bad}. It was stopped before reaching the weights. Check the inputs for NaN/inf, "
+            "lower the learning rate, or use bf16 instead of fp16; a checkpoint saved earlier can be resumed."
+        )
+
     def metrics(self) -> dict[str, float]:
         """`statistics()` as Python floats, ready for a logger (one host synchronisation)."""
         stats = self.statistics()

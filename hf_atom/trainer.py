@@ -26,18 +26,20 @@ Loss scaling (why it is right):
 
 from __future__ import annotations
 
-from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import nn
 from transformers import Trainer
 from transformers.utils import logging
 
+from .atom_logging import AtomMetricsBuffer
+from .checkpoints import resolve_resume_checkpoint
 from .configuration import HEAD, AtomConfig
+from .forward_capture import capture_atom_forwards, check_compute_loss_order
 from .model_card import add_atom_section
 from .modeling import ATOM_OUTPUT_KEYS, AtomMixin, with_atom
-from .regularizer import ATOM_STATISTICS, AtomObjective, AtomRegularizerOutput
+from .regularizer import AtomObjective
 from .tokens import TokenSelector
 from .training_args import AtomArgumentsMixin, AtomTrainingArguments
 
@@ -45,48 +47,10 @@ logger = logging.get_logger(__name__)
 
 __all__ = ["AtomTrainer", "AtomTrainerMixin"]
 
-# One row of per-step statistics, averaged at logging; then "atom_pairs_min" (fewest pairs in a micro-batch).
-METRIC_NAMES = ("task_loss",) + ATOM_STATISTICS
-
 
 def _unwrap_peft(model: nn.Module) -> nn.Module:
     get_base_model = getattr(model, "get_base_model", None)
     return get_base_model() if callable(get_base_model) else model
-
-
-class _CapturedForwards:
-    """The atom outputs of every forward pass of one `compute_loss` call, and whether it had gradients."""
-
-    def __init__(self):
-        self.model: list[tuple[bool, tuple]] = []  # (grad enabled, (q, p, mask))
-        self.backbone: list[tuple[bool, tuple]] = []  # (grad enabled, (outputs, inputs))
-
-
-@contextmanager
-def _capture_atom_forwards(atom_model: AtomMixin) -> Iterator[_CapturedForwards]:
-    captured = _CapturedForwards()
-
-    def on_model(module, args, kwargs, output):
-        if isinstance(output, dict) and output.get("atom_q") is not None:
-            captured.model.append((torch.is_grad_enabled(), (output["atom_q"], output["atom_p"], output["atom_mask"])))
-
-    def before_backbone(module, args, kwargs):
-        return args, {**kwargs, "output_hidden_states": True}  # the atom tokens are rows of hidden_states
-
-    def on_backbone(module, args, kwargs, output):
-        if isinstance(output, dict) and output.get("hidden_states") is not None:
-            captured.backbone.append((torch.is_grad_enabled(), (output, kwargs)))
-
-    handles = [atom_model.register_forward_hook(on_model, with_kwargs=True)]
-    backbone = getattr(atom_model, "base_model", atom_model)
-    if isinstance(backbone, nn.Module) and backbone is not atom_model:
-        handles.append(backbone.register_forward_pre_hook(before_backbone, with_kwargs=True))
-        handles.append(backbone.register_forward_hook(on_backbone, with_kwargs=True))
-    try:
-        yield captured
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 class AtomTrainerMixin:
@@ -114,6 +78,10 @@ class AtomTrainerMixin:
     """
 
     atom_arguments_class: type = AtomTrainingArguments
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        check_compute_loss_order(cls, AtomTrainerMixin)  # at class definition: the earliest point
 
     def __init__(
         self,
@@ -145,7 +113,7 @@ class AtomTrainerMixin:
         super().__init__(model, args, *trainer_args, **kwargs)
         self.atom_config: AtomConfig = self.args.atom_config  # validated once, at argument parsing
         self.atom_objective = AtomObjective(self.atom_config)
-        self._atom_metrics: dict[str, list[torch.Tensor]] = {"train": [], "eval": []}
+        self._atom_metrics = AtomMetricsBuffer()
         self._warned_no_pairs = False
 
     # -- set-up -----------------------------------------------------------------------------------------
@@ -215,81 +183,51 @@ class AtomTrainerMixin:
         num_items_in_batch: Optional[Union[torch.Tensor, int]] = None,
     ):
         atom_model = self._atom_model(model)
-        with _capture_atom_forwards(atom_model) as captured:
+        with capture_atom_forwards(atom_model) as captured:
             result = super().compute_loss(
                 model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
             )
         task_loss, outputs = result if return_outputs else (result, None)
         training = model.training
-        q, p, mask = self._same_forward_charges(atom_model, captured, training)
+        parent = type(self).__mro__[type(self).__mro__.index(AtomTrainerMixin) + 1].__name__
+        q, p, mask = captured.charges(atom_model, training, parent)
 
         weight = self.atom_config.weight_at(self.state.global_step) if training else 0.0
         gather = self.atom_config.gather_across_processes and self.accelerator.num_processes > 1
         atom = self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather)
-        self._record("train" if training else "eval", task_loss, atom)
+        self._atom_metrics.add("train" if training else "eval", task_loss, atom)
         if not training:
             return (task_loss, outputs) if return_outputs else task_loss  # eval_loss stays comparable with a baseline
-        self._check_finite(task_loss, atom)
+        if weight == 0 and self.accelerator.num_processes == 1:
+            # lambda = 0 is the parent trainer exactly: the heads get no gradient, so even the global gradient norm
+            # of clipping is computed over the same gradients. Under data parallelism the zero term is still added,
+            # since DDP needs every parameter to take part (the heads then get exact zero gradients).
+            return (task_loss, outputs) if return_outputs else task_loss
+        atom.check_finite(task_loss, step=self.state.global_step)  # before backward: never NaN weights
         objective = atom.objective
         if self._parent_loss_is_scaled_for_ga(num_items_in_batch):
             objective = objective / self.current_gradient_accumulation_steps
-        # Always added, even for lambda = 0: the heads then get exact zero gradients (DDP needs every parameter to
-        # take part) and every other gradient is bit-identical to the parent trainer's.
         loss = task_loss + objective.to(task_loss.dtype)
         return (loss, outputs) if return_outputs else loss
 
-    def _same_forward_charges(
-        self, atom_model: AtomMixin, captured: _CapturedForwards, training: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """q, p and the mask of the forward pass that produced the task loss."""
-        parent = type(self).__mro__[type(self).__mro__.index(AtomTrainerMixin) + 1].__name__
-        for kind, records in (("model", captured.model), ("backbone", captured.backbone)):
-            if training:
-                records = [record for record in records if record[0]]  # only a pass with gradients trains the heads
-            if len(records) > 1 and training:
-                raise RuntimeError(
-                    f"{parent}.compute_loss ran {len(records)} forward passes with gradients through the model, so "
-                    "the atom term cannot be tied to the one that gave the task loss. Atom modeling does not support "
-                    "this trainer configuration; use one forward pass per step."
-                )
-            if records:
-                payload = records[-1][1]
-                if kind == "model":
-                    return payload
-                outputs, inputs = payload
-                q, p, tokens = atom_model.atom_charges(outputs, inputs)
-                return q, p, tokens.mask
-        raise RuntimeError(
-            f"{parent}.compute_loss ran no forward pass {'with gradients ' if training else ''}through the atom model, "
-            "so the atom term would have no effect. Atom modeling cannot be combined with this trainer as it is "
-            "configured (e.g. it computes the loss without calling the model)."
-        )
+    # -- resuming (hf_atom.checkpoints) --------------------------------------------------------------------------
 
-    def _check_finite(self, task_loss: torch.Tensor, atom: AtomRegularizerOutput) -> None:
-        parts = torch.stack(
-            [task_loss.detach().float(), atom.loss.detach().float(), atom.charge_penalty.detach().float()]
-        )
-        finite = torch.isfinite(parts)
-        if bool(finite.all()):
-            return
-        names = ("task loss", "atomic loss L_A", "charge term")
-        bad = ", ".join(
-            f"{name} = {value}" for name, value, ok in zip(names, parts.tolist(), finite.tolist()) if not ok
-        )
-        raise FloatingPointError(
-            f"Non-finite loss at step {self.state.global_step}: {bad}. It was stopped before reaching the weights. "
-            "Check the inputs for NaN/inf, lower the learning rate, or use bf16 instead of fp16; a checkpoint saved "
-            "earlier can be resumed with `resume_from_checkpoint`."
-        )
+    def train(self, resume_from_checkpoint: Optional[Union[str, bool]] = None, *args, **kwargs):
+        """`Trainer.train`, except that `resume_from_checkpoint=True` resumes from the newest COMPLETE checkpoint.
 
-    @torch.no_grad()
-    def _record(self, mode: str, task_loss: torch.Tensor, atom: AtomRegularizerOutput) -> None:
-        stats = atom.statistics()
-        batch_size = torch.tensor(float(atom.q.shape[0]), device=atom.q.device)
-        row = torch.stack(
-            [task_loss.detach().float(), *(stats[name].to(batch_size.device) for name in ATOM_STATISTICS)]
-        )
-        self._atom_metrics[mode].append(torch.cat([row, batch_size[None]]))
+        A run killed while saving leaves its newest `checkpoint-N` incomplete (e.g. without `trainer_state.json`), on
+        which `Trainer` crashes. Here such folders are skipped with a warning naming them and what they lack; a
+        checkpoint path that is incomplete raises a `ValueError` saying so. See `hf_atom.checkpoints`.
+        """
+        if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
+            resume_from_checkpoint = resolve_resume_checkpoint(
+                resume_from_checkpoint,
+                self.args.output_dir,
+                require_optimizer=not self.args.save_only_model,
+                world_size=self.args.world_size,
+                logger=logger,
+            )
+        return super().train(resume_from_checkpoint, *args, **kwargs)
 
     # -- logging, evaluation, saving ------------------------------------------------------------------------
 
@@ -299,36 +237,26 @@ class AtomTrainerMixin:
         prefix = ""
         if mode == "eval":
             prefix = next((key[: -len("runtime")] for key in logs if key.endswith("_runtime")), "eval_")
-        rows = self._atom_metrics[mode]
-        if rows:
-            stacked = torch.stack(rows)
-            # Losses and token statistics: the mean over steps in training (like Trainer's loss), over samples in
-            # evaluation (like eval_loss). Pairs: the plain mean per micro-batch, and the fewest in one micro-batch.
-            weights = stacked[:, -1] if mode == "eval" else torch.ones_like(stacked[:, -1])
-            means = (stacked[:, :-1] * weights[:, None]).sum(dim=0) / weights.sum()
-            pairs = stacked[:, METRIC_NAMES.index("atom_pairs")]
-            means[METRIC_NAMES.index("atom_pairs")] = pairs.mean()
-            summary = torch.cat([means, pairs.min()[None]])
-            if self.accelerator.num_processes > 1:
-                summary = self.accelerator.reduce(summary, reduction="mean")
-            values = summary.tolist()
-            logs.update({prefix + name: round(value, 6) for name, value in zip(METRIC_NAMES, values)})
-            logs[prefix + "atom_pairs_min"] = int(round(values[-1]))
+        reduce = None
+        if self.accelerator.num_processes > 1:
+            reduce = lambda summary: self.accelerator.reduce(summary, reduction="mean")  # noqa: E731
+        summary = self._atom_metrics.summary(mode, reduce)
+        if summary is not None:
+            logs.update({prefix + name: value for name, value in summary.items()})
             if mode == "train":
                 logs["atom_weight"] = self.atom_config.weight_at(self.state.global_step)
             # A short last eval batch is expected; a training micro-batch without pairs is worth one warning.
-            if mode == "train" and values[-1] == 0 and not self._warned_no_pairs:
+            if mode == "train" and summary["atom_pairs_min"] == 0 and not self._warned_no_pairs:
                 self._warned_no_pairs = True
                 logger.warning(
                     "A micro-batch had fewer than two samples with valid tokens: its atomic loss is 0 (docs/DESIGN.md, "
                     "D4). Use a larger per-device batch size, or --atom_gather_across_processes under data parallelism."
                 )
-            rows.clear()
         super().log(logs, *args, **kwargs)
 
     def predict(self, *args, **kwargs):
         output = super().predict(*args, **kwargs)
-        self._atom_metrics["eval"].clear()  # predict() does not log: its statistics must not reach the next eval
+        self._atom_metrics.clear("eval")  # predict() does not log: its statistics must not reach the next eval
         return output
 
     def prediction_step(self, model, inputs, prediction_loss_only, ignore_keys=None):
@@ -364,6 +292,17 @@ class AtomTrainer(AtomTrainerMixin, Trainer):
     """
 
     atom_arguments_class = AtomTrainingArguments
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        mro = cls.__mro__
+        others = [base.__name__ for base in mro[mro.index(AtomTrainerMixin) + 1 : mro.index(Trainer)]]
+        if others:  # AtomTrainer's loss scaling is Trainer's; another trainer keeps its own through the mixin
+            raise TypeError(
+                f"AtomTrainer is the plain-Trainer case and cannot be combined with {others[0]}. Use "
+                f"`class {cls.__name__}(hf_atom.AtomTrainerMixin, {others[0]})` with arguments from "
+                f"`hf_atom.atom_arguments_class(...)` (ready-made for trl: `hf_atom.trl.AtomSFTTrainer`)."
+            )
 
     def __init__(self, model: Optional[nn.Module] = None, args: Optional[Any] = None, *trainer_args, **kwargs):
         super().__init__(model, args, *trainer_args, **kwargs)

@@ -18,13 +18,19 @@ CMAP = "RdBu_r"  # blue (-1) - white (0) - red (+1)
 
 
 def _matplotlib():
+    """matplotlib pieces that draw into files only: an Agg canvas per figure, never pyplot or `matplotlib.use`,
+    so a user's backend (a notebook's, say) is left as it was."""
     import matplotlib
-
-    matplotlib.use("Agg")  # files only, never a screen
-    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
 
-    return matplotlib, plt, Normalize(vmin=-1.0, vmax=1.0)
+    def new_figure(**kwargs) -> Figure:
+        figure = Figure(**kwargs)
+        FigureCanvasAgg(figure)
+        return figure
+
+    return matplotlib, new_figure, Normalize(vmin=-1.0, vmax=1.0)
 
 
 def charge_colors(q: Sequence[float]) -> np.ndarray:
@@ -54,11 +60,12 @@ def render_image_importance(
         grid (`np.ndarray` of shape `(rows, cols)`): q per patch (NaN for cells outside the atom).
         path (`str`): where to write the PNG.
     """
-    _, plt, norm = _matplotlib()
+    matplotlib, new_figure, norm = _matplotlib()
     image = np.clip(np.asarray(image, dtype=float), 0.0, 1.0)
     grid = np.asarray(grid, dtype=float)
     height, width = image.shape[:2]
-    fig, axes = plt.subplots(1, 2, figsize=(8.4, 4.0), dpi=100)
+    fig = new_figure(figsize=(8.4, 4.0), dpi=100)
+    axes = fig.subplots(1, 2)
     for axis in axes:
         axis.imshow(image, cmap="gray" if image.ndim == 2 else None, extent=(0, width, height, 0))
         axis.set_xticks([])
@@ -79,7 +86,6 @@ def render_image_importance(
         fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path)
-    plt.close(fig)
     return path
 
 
@@ -119,8 +125,8 @@ def render_text_importance(
     pieces: Sequence[tuple[str, Optional[float]]], path: str, *, title: Optional[str] = None, width: float = 9.0
 ) -> str:
     """Saves a PNG with the text laid out in order, each coloured piece on its importance colour, and a legend."""
-    _, plt, norm = _matplotlib()
-    fig = plt.figure(figsize=(width, 2.0), dpi=100)
+    matplotlib, new_figure, norm = _matplotlib()
+    fig = new_figure(figsize=(width, 2.0), dpi=100)
     renderer = fig.canvas.get_renderer()
     fig_width_px = fig.get_figwidth() * fig.dpi
     x, y, line_height = 10.0, 0.0, 26.0
@@ -159,10 +165,9 @@ def render_text_importance(
     if title:
         fig.text(10 / fig_width_px, (height_px - 12) / height_px, title, fontsize=12, va="top", weight="bold")
     axis = fig.add_axes((0.25, 32 / height_px, 0.5, 12 / height_px))
-    mappable = plt.cm.ScalarMappable(norm=norm, cmap=CMAP)
+    mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=CMAP)
     bar = fig.colorbar(mappable, cax=axis, orientation="horizontal", ticks=[-1, 0, 1])
     bar.ax.set_xticklabels(["-1", "0 (neutral)", "+1"])
     bar.ax.set_title("token importance q", fontsize=9)
     fig.savefig(path)
-    plt.close(fig)
     return path

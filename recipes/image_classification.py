@@ -9,30 +9,33 @@ Data: a Hub dataset id (e.g. `--dataset_name timm/oxford-iiit-pet`), a local `im
     python recipes/image_classification.py --train_dir ../shared/data/pets3/images \\
         --model_name_or_path DINOV2_FOLDER --output_dir out/pets3 --atom_weight 0.1
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/image_classification.py \\
-        --dataset_name ILSVRC/imagenet-1k --model_name_or_path google/vit-base-patch16-224 --output_dir out/in1k --bf16 true
+        --dataset_name ILSVRC/imagenet-1k --streaming true --max_steps 50000 --image_pipeline fast \\
+        --dataloader_num_workers 8 --model_name_or_path google/vit-base-patch16-224 --output_dir out/in1k --bf16 true
+
+Unlabelled evaluation splits (ImageNet-1K's test split: every label -1) are predicted, not scored:
+`predictions_<split>.csv` holds index, file name, label id and label name; `results.json` has validation metrics only.
 
 Arguments come as flags, or as one JSON / YAML file with the same keys; every `AtomTrainingArguments` field applies.
 """
 
 from __future__ import annotations
 
+import csv
 import logging
-import math
-import random
+import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import numpy as np
-import torch
 import transformers
-from _common import classification_metrics, parse_arguments, train_and_evaluate
+from _common import check_label_ids, classification_metrics, materialise, parse_arguments, train_and_evaluate
+from image_transforms import FastPixels, ImageTransform, collate
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, set_seed
 
 from hf_atom import AtomTrainer, AtomTrainingArguments
 
 logger = logging.getLogger(__name__)
 
-FLIP = 0  # PIL.Image.Transpose.FLIP_LEFT_RIGHT (PIL is imported lazily, with the data)
 SCRATCH_ARCHITECTURES = ("vit", "resnet", "convnext")
 
 
@@ -85,6 +88,25 @@ class DataArguments:
             "choices": ["auto", "crop_flip", "crop", "none"],
         },
     )
+    image_pipeline: str = field(
+        default="processor",
+        metadata={
+            "help": "How pixels are made: 'processor' (the model's image processor) or 'fast' (the same PIL resize and "
+            "the normalisation as one multiply-add in torch: equal to the processor to float32 rounding, faster; "
+            "fixed-size processors such as ViT's and DeiT's only). See docs/PERFORMANCE.md.",
+            "choices": ["processor", "fast"],
+        },
+    )
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the training split of a Hub (or local Hub-layout) dataset instead of materialising it "
+            "(ImageNet-1K); needs --max_steps. Validation and test are read in full as usual."
+        },
+    )
+    shuffle_buffer_size: int = field(
+        default=1000, metadata={"help": "With --streaming: rows in the shuffle buffer (raw, undecoded rows)."}
+    )
 
     def __post_init__(self):
         if self.train_dir is not None:
@@ -94,6 +116,19 @@ class DataArguments:
         for name in ("validation_split", "test_split"):
             if not 0.0 <= getattr(self, name) < 0.5:
                 raise ValueError(f"--{name} must be in [0, 0.5), got {getattr(self, name)}.")
+        if self.streaming and self.dataset_name in ("digits", "imagefolder"):
+            raise ValueError("--streaming is for Hub datasets (or local Hub-layout folders) given as --dataset_name.")
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"--shuffle_buffer_size must be at least 1, got {self.shuffle_buffer_size}.")
+
+
+def check_arguments(data_args: DataArguments, training_args: AtomTrainingArguments) -> None:
+    """Checks that need both argument groups, before any data is read."""
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError(
+            "--streaming needs --max_steps N (a positive number of optimizer steps): a stream has no length, so the "
+            "Trainer cannot count epochs."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -126,35 +161,73 @@ def _pick_column(columns: list[str], requested: Optional[str], candidates: tuple
     raise ValueError(f"No {what} column found among {columns}; set --{what}_column.")
 
 
-def load_splits(data_args: DataArguments):
-    """Returns a DatasetDict with train / validation / test and the image and label column names."""
+def _load_raw(data_args: DataArguments):
     import datasets
 
     if data_args.dataset_name == "digits":
-        raw = datasets.DatasetDict({"train": digits_dataset()})
-    elif data_args.dataset_name == "imagefolder":
-        raw = datasets.load_dataset("imagefolder", data_dir=data_args.train_dir)
-    else:
-        try:
-            raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
-        except Exception as error:  # noqa: BLE001 - re-raised with the fix
-            raise ValueError(
-                f"Could not load dataset {data_args.dataset_name!r} ({type(error).__name__}: {error}). Use a Hub "
-                "dataset id (needs network), --train_dir for a local imagefolder, or the default 'digits'."
-            ) from error
+        return datasets.DatasetDict({"train": digits_dataset()})
+    if data_args.dataset_name == "imagefolder":
+        return datasets.load_dataset("imagefolder", data_dir=data_args.train_dir)
+    try:
+        return datasets.load_dataset(
+            data_args.dataset_name, data_args.dataset_config_name, streaming=data_args.streaming
+        )
+    except Exception as error:  # noqa: BLE001 - re-raised with the fix
+        raise ValueError(
+            f"Could not load dataset {data_args.dataset_name!r} ({type(error).__name__}: {error}). Use a Hub "
+            "dataset id (needs network), --train_dir for a local imagefolder, or the default 'digits'."
+        ) from error
+
+
+def load_splits(data_args: DataArguments):
+    """Returns train / validation / test and the image and label column names. The training split is a
+    `datasets.Dataset`, or with `--streaming` a shuffled `datasets.IterableDataset` (a plain dict then holds the
+    splits); validation and test are `datasets.Dataset`s. Labels are not checked here (see `unlabelled_splits`)."""
+    import datasets
+
+    raw = _load_raw(data_args)
     if "train" not in raw:
         raise ValueError(f"Dataset {data_args.dataset_name!r} has no 'train' split; splits: {list(raw)}.")
-    columns = raw["train"].column_names
+    features = raw["train"].features
+    if features is None:  # a stream whose format carries no schema: read it off the first rows
+        raw["train"] = raw["train"]._resolve_features()
+        features = raw["train"].features
+    columns = list(features)
     image_column = _pick_column(columns, data_args.image_column, ("image", "img", "pixel_values"), "image")
     label_column = _pick_column(columns, data_args.label_column, ("label", "labels", "fine_label"), "label")
-    if not isinstance(raw["train"].features[label_column], datasets.ClassLabel):
+    if not isinstance(features[label_column], datasets.ClassLabel):
+        if data_args.streaming:
+            raise ValueError(
+                f"--streaming needs a ClassLabel label column (the label names), and {label_column!r} is "
+                f"{features[label_column]}: collecting the names would read the whole stream. Drop --streaming."
+            )
         raw = raw.class_encode_column(label_column)
 
-    splits = {"train": raw["train"]}
+    splits: dict[str, Any] = {"train": raw["train"]}
     for name, aliases in (("validation", ("validation", "valid", "val")), ("test", ("test",))):
         found = next((alias for alias in aliases if alias in raw), None)
         if found is not None:
             splits[name] = raw[found]
+    if data_args.streaming:
+        missing = [
+            name
+            for name, share in (("validation", data_args.validation_split), ("test", data_args.test_split))
+            if name not in splits and share > 0
+        ]
+        if missing:
+            raise ValueError(
+                f"The streamed dataset has no {' or '.join(missing)} split and a stream cannot hold one out: set "
+                f"{' and '.join(f'--{name}_split 0' for name in missing)}, or drop --streaming."
+            )
+        seed = data_args.split_seed
+        splits["train"] = splits["train"].shuffle(seed=seed, buffer_size=data_args.shuffle_buffer_size)
+        if data_args.max_train_samples is not None:
+            splits["train"] = splits["train"].take(data_args.max_train_samples)
+        for name in ("validation", "test"):
+            if name in splits:
+                splits[name] = materialise(splits[name], data_args.max_eval_samples)
+        return splits, image_column, label_column
+
     total = len(splits["train"])
     for name, share in (("test", data_args.test_split), ("validation", data_args.validation_split)):
         if name not in splits and share > 0:
@@ -170,6 +243,59 @@ def load_splits(data_args: DataArguments):
             if name in splits:
                 splits[name] = splits[name].select(range(min(data_args.max_eval_samples, len(splits[name]))))
     return datasets.DatasetDict(splits), image_column, label_column
+
+
+def unlabelled_splits(splits, label_column: str, labels: list[str]) -> list[str]:
+    """The evaluation splits without labels (no label column, or all -1: GLUE / ImageNet-1K test splits), to be
+    predicted rather than scored. Raises before training when a split mixes in labels outside the training set, names
+    its classes differently, or when the training split itself is unlabelled."""
+    import datasets
+
+    unlabelled = []
+    for name, split in splits.items():
+        if name == "train" and isinstance(split, datasets.IterableDataset):
+            continue  # a stream is not read ahead of training; its ClassLabel feature names the classes
+        feature = split.features.get(label_column)
+        if isinstance(feature, datasets.ClassLabel) and list(feature.names) != labels:
+            raise ValueError(
+                f"The {name} split's classes {list(feature.names)[:10]} differ from the training split's "
+                f"{labels[:10]}; give splits of one dataset, or align them with `align_labels_with_mapping`."
+            )
+        labelled = check_label_ids(name, split[label_column] if feature is not None else None, labels)
+        if not labelled:
+            if name == "train":
+                raise ValueError(
+                    "The training split has no labels (all -1 or no label column); train on a labelled one."
+                )
+            unlabelled.append(name)
+    return unlabelled
+
+
+def image_files(split, image_column: str) -> list[str]:
+    """The file name stored with each image (Hub parquet and imagefolder keep one), '' where there is none."""
+    import datasets
+    import pyarrow.compute as pc
+
+    if not isinstance(split.features.get(image_column), datasets.Image):
+        return [""] * len(split)
+    raw = split.select_columns([image_column]).cast_column(image_column, datasets.Image(decode=False))
+    names: list[str] = []
+    for table in raw.with_format("arrow").iter(batch_size=1000):
+        paths = pc.struct_field(table.column(image_column), "path").to_pylist()
+        names.extend(os.path.basename(path) if path else "" for path in paths)
+    return names
+
+
+def write_image_predictions(output_dir: str, split_name: str, files: list[str], predicted, labels: list[str]) -> str:
+    """`predictions_<split>.csv`: index, file, label id, label name (one row per image, in split order)."""
+    os.makedirs(output_dir, exist_ok=True)
+    path = os.path.join(output_dir, f"predictions_{split_name}.csv")
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["index", "file", "label_id", "label"])
+        for index, (file, label_id) in enumerate(zip(files, predicted)):
+            writer.writerow([index, file, int(label_id), labels[int(label_id)]])
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -220,40 +346,15 @@ def build_model_and_processor(model_args: ModelArguments, labels: list[str]):
     return model, processor
 
 
-def random_resized_crop(image, scale: tuple[float, float], rng: random.Random):
-    """torchvision's RandomResizedCrop area/aspect sampling, on a PIL image (the resize is the processor's)."""
-    width, height = image.size
-    for _ in range(10):
-        area = width * height * rng.uniform(*scale)
-        aspect = math.exp(rng.uniform(math.log(3 / 4), math.log(4 / 3)))
-        w, h = int(round(math.sqrt(area * aspect))), int(round(math.sqrt(area / aspect)))
-        if 0 < w <= width and 0 < h <= height:
-            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
-            return image.crop((left, top, left + w, top + h))
-    return image
-
-
-def make_transforms(processor, image_column: str, label_column: str, augment: str, seed: int):
-    rng = random.Random(seed)
-    crop_scale = (0.85, 1.0) if augment == "crop" else (0.5, 1.0)
-
-    def prepare(batch: dict[str, list[Any]], train: bool) -> dict[str, Any]:
-        images = [image.convert("RGB") for image in batch[image_column]]
-        if train and augment != "none":
-            images = [random_resized_crop(image, crop_scale, rng) for image in images]
-            if augment == "crop_flip":
-                images = [image.transpose(FLIP) if rng.random() < 0.5 else image for image in images]
-        pixel_values = processor(images, return_tensors="pt")["pixel_values"]
-        return {"pixel_values": pixel_values, "labels": torch.tensor(batch[label_column])}
-
-    return (lambda batch: prepare(batch, True)), (lambda batch: prepare(batch, False))
-
-
-def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-    return {
-        "pixel_values": torch.stack([row["pixel_values"] for row in rows]),
-        "labels": torch.stack([torch.as_tensor(row["labels"]) for row in rows]),
-    }
+def pixel_pipeline(data_args: DataArguments, processor) -> bool:
+    """Whether to use the fast pixel path (`FastPixels`); raises if the processor is not one it reproduces."""
+    if data_args.image_pipeline == "fast" and FastPixels.from_processor(processor) is None:
+        raise ValueError(
+            f"--image_pipeline fast reproduces fixed-size processors (resize to height x width, rescale, normalise); "
+            f"{type(processor).__name__} with size={getattr(processor, 'size', None)} is not one. Use "
+            "--image_pipeline processor."
+        )
+    return data_args.image_pipeline == "fast"
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -261,21 +362,41 @@ def collate(rows: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def run(model_args: ModelArguments, data_args: DataArguments, training_args: AtomTrainingArguments):
-    """Trains, evaluates on validation and test, saves the model with its processor; returns (trainer, results)."""
+def run(
+    model_args: ModelArguments,
+    data_args: DataArguments,
+    training_args: AtomTrainingArguments,
+    print_metrics: bool = True,
+):
+    """Trains, scores the labelled validation / test splits and predicts the unlabelled ones
+    (`predictions_<split>.csv`), saves the model with its processor; returns (trainer, results)."""
+    import datasets
+
+    check_arguments(data_args, training_args)
     set_seed(training_args.seed)
     splits, image_column, label_column = load_splits(data_args)
     labels = list(splits["train"].features[label_column].names)
+    unlabelled = unlabelled_splits(splits, label_column, labels)
     model, processor = build_model_and_processor(model_args, labels)
     augment = data_args.augment
     if augment == "auto":
         augment = "crop" if data_args.dataset_name == "digits" else "crop_flip"
-    train_transform, eval_transform = make_transforms(
-        processor, image_column, label_column, augment, training_args.seed
-    )
-    splits["train"].set_transform(train_transform)
+    fast = pixel_pipeline(data_args, processor)
+    common = {"processor": processor, "image_column": image_column, "label_column": label_column, "fast": fast}
+    rank = training_args.process_index
+    train_transform = ImageTransform(augment=augment, seed=training_args.seed, rank=rank, **common)
+    eval_transform = ImageTransform(augment=None, **common)
+    streamed = isinstance(splits["train"], datasets.IterableDataset)
+    if streamed:  # transformed lazily, in the DataLoader workers, like set_transform
+        columns = list(splits["train"].features)
+        splits["train"] = splits["train"].map(train_transform, batched=True, batch_size=64, remove_columns=columns)
+    else:
+        splits["train"].set_transform(train_transform)
+    files = {name: image_files(splits[name], image_column) for name in unlabelled}
     for name in ("validation", "test"):
         if name in splits:
+            if name in unlabelled and label_column in splits[name].column_names:
+                splits[name] = splits[name].remove_columns(label_column)
             splits[name].set_transform(eval_transform)
     training_args.remove_unused_columns = False  # the transforms read the raw image column
 
@@ -283,11 +404,15 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
         model=model,
         args=training_args,
         train_dataset=splits["train"],
-        eval_dataset=splits.get("validation"),
+        eval_dataset=splits.get("validation") if "validation" not in unlabelled else None,
         data_collator=collate,
         compute_metrics=classification_metrics,
         processing_class=processor,
     )
+
+    def write_predictions(name: str, predicted: np.ndarray) -> str:
+        return write_image_predictions(training_args.output_dir, name, files[name], predicted, labels)
+
     results = train_and_evaluate(
         trainer,
         splits,
@@ -295,7 +420,13 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
             "model": model_args.model_name_or_path or f"scratch-{model_args.scratch_architecture}",
             "dataset": data_args.train_dir or data_args.dataset_name,
             "split_seed": data_args.split_seed,
+            "streaming": data_args.streaming,
+            "image_pipeline": "fast" if fast else "processor",
         },
+        unlabelled=unlabelled,
+        write_predictions=write_predictions,
+        num_train=data_args.max_train_samples if streamed else None,
+        print_metrics=print_metrics,
     )
     return trainer, results
 
@@ -304,6 +435,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, AtomTrainingArguments), argv
     )
+    check_arguments(data_args, training_args)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     _, results = run(model_args, data_args, training_args)
     return results

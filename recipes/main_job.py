@@ -20,7 +20,7 @@ import os
 from typing import Any
 
 import torch
-from image_classification import DataArguments, ModelArguments, load_splits, run  # also puts hf_atom on the path
+from image_classification import DataArguments, ModelArguments, load_splits, run
 
 from hf_atom import AtomTrainingArguments, AutoAtomModel
 from hf_atom.explain import Explainer, write_index
@@ -85,7 +85,10 @@ def main() -> None:
     for name, weight in (("baseline", 0.0), ("atom", args.atom_weight)):
         print(f"== training {name} (lambda = {weight}) ==", flush=True)
         trainer, results = run(
-            model_args, data_args, training_arguments(os.path.join(args.output_dir, name), weight, args)
+            model_args,
+            data_args,
+            training_arguments(os.path.join(args.output_dir, name), weight, args),
+            print_metrics=False,  # this job prints its own table
         )
         runs[name], histories[name] = (trainer, results), trainer.state.log_history
 

@@ -14,7 +14,10 @@ sentence; no header) and Poem Sentiment (id, verse, label in -1..2; no header). 
     accelerate launch --config_file recipes/accelerate_configs/ddp.yaml recipes/text_classification.py \\
         --model_name_or_path HuggingFaceTB/SmolLM2-135M --dataset_name google-research-datasets/poem_sentiment ...
 
-Metrics (scikit-learn, offline): accuracy, macro F1 and Matthews correlation (the CoLA metric).
+Metrics (scikit-learn, offline): accuracy, macro F1 and Matthews correlation (the CoLA metric). Unlabelled evaluation
+splits (GLUE's test splits: every label -1; a local file without a label column) are predicted, not scored: GLUE's
+submission file (`CoLA.tsv`, ...) for GLUE tasks, else `predictions_<split>.tsv`; `results.json` then has validation
+metrics only.
 """
 
 from __future__ import annotations
@@ -25,7 +28,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from _common import classification_metrics, parse_arguments, train_and_evaluate
+from _common import (
+    UNLABELLED,
+    check_label_ids,
+    classification_metrics,
+    materialise,
+    parse_arguments,
+    train_and_evaluate,
+)
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -40,6 +50,21 @@ logger = logging.getLogger(__name__)
 
 FILE_FORMATS = ("auto", "cola_tsv", "poem_tsv", "csv", "tsv", "json")
 POEM_LABELS = {-1: "negative", 0: "no_impact", 1: "positive", 2: "mixed"}
+UNLABELLED_STRING = str(UNLABELLED)
+# GLUE's submission files (gluebenchmark.com): one TSV per task, `index<TAB>prediction`.
+GLUE_SUBMISSION_FILES = {
+    "cola": "CoLA.tsv",
+    "sst2": "SST-2.tsv",
+    "mrpc": "MRPC.tsv",
+    "qqp": "QQP.tsv",
+    "mnli_matched": "MNLI-m.tsv",
+    "mnli_mismatched": "MNLI-mm.tsv",
+    "qnli": "QNLI.tsv",
+    "rte": "RTE.tsv",
+    "wnli": "WNLI.tsv",
+    "ax": "AX.tsv",
+}
+GLUE_NAMED_PREDICTIONS = {"mnli_matched", "mnli_mismatched", "qnli", "rte", "ax"}  # the rest take 0 / 1
 
 
 @dataclass
@@ -72,8 +97,20 @@ class DataArguments:
     max_seq_length: int = field(default=128, metadata={"help": "Truncate longer inputs."})
     max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate the training set."})
     max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Truncate validation and test sets."})
+    streaming: bool = field(
+        default=False,
+        metadata={
+            "help": "Stream the training split of a Hub (or local Hub-layout) dataset instead of materialising it; "
+            "needs --max_steps. Validation and test are read in full as usual."
+        },
+    )
+    shuffle_buffer_size: int = field(default=10000, metadata={"help": "With --streaming: rows in the shuffle buffer."})
 
     def __post_init__(self):
+        if self.streaming and self.dataset_name is None:
+            raise ValueError("--streaming is for Hub datasets (or local Hub-layout folders) given as --dataset_name.")
+        if self.shuffle_buffer_size < 1:
+            raise ValueError(f"--shuffle_buffer_size must be at least 1, got {self.shuffle_buffer_size}.")
         if self.dataset_name is None and self.train_file is None:
             raise ValueError(
                 "Give a dataset: --dataset_name HUB_ID, or local files with --train_file (and "
@@ -81,6 +118,15 @@ class DataArguments:
             )
         if self.dataset_name is not None and self.train_file is not None:
             raise ValueError("Give either --dataset_name or --train_file, not both.")
+
+
+def check_arguments(data_args: DataArguments, training_args: AtomTrainingArguments) -> None:
+    """Checks that need both argument groups, before any data is read."""
+    if data_args.streaming and training_args.max_steps <= 0:
+        raise ValueError(
+            "--streaming needs --max_steps N (a positive number of optimizer steps): a stream has no length, so the "
+            "Trainer cannot count epochs."
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -149,13 +195,21 @@ def load_splits(data_args: DataArguments):
 
     if data_args.dataset_name is not None:
         try:
-            raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
+            raw = datasets.load_dataset(
+                data_args.dataset_name, data_args.dataset_config_name, streaming=data_args.streaming
+            )
         except Exception as error:  # noqa: BLE001 - re-raised with the fix
             raise ValueError(
                 f"Could not load dataset {data_args.dataset_name!r} ({type(error).__name__}: {error}). Hub datasets "
                 "need network; offline, pass local files with --train_file/--validation_file."
             ) from error
         splits = {name: raw[name] for name in ("train", "validation", "test") if name in raw}
+        if data_args.streaming:
+            if "train" not in splits:
+                raise ValueError(f"Dataset {data_args.dataset_name!r} has no 'train' split; splits: {list(raw)}.")
+            for name in ("validation", "test"):
+                if name in splits:
+                    splits[name] = materialise(splits[name], data_args.max_eval_samples)
     else:
         splits = {}
         for name, files in (
@@ -169,7 +223,8 @@ def load_splits(data_args: DataArguments):
                     for key, values in read_local_file(path.strip(), data_args.file_format).items():
                         columns.setdefault(key, []).extend(values)
                 splits[name] = datasets.Dataset.from_dict(columns)
-    columns = splits["train"].column_names
+    streamed = isinstance(splits["train"], datasets.IterableDataset)
+    columns = list(splits["train"].features or {})
     text_column = data_args.text_column or next(
         (c for c in ("sentence", "verse_text", "text", "content") if c in columns), None
     )
@@ -178,18 +233,53 @@ def load_splits(data_args: DataArguments):
     if data_args.label_column not in columns:
         raise ValueError(f"Label column {data_args.label_column!r} not among {columns}; set --label_column.")
 
-    feature = splits["train"].features[data_args.label_column]
+    label_column = data_args.label_column
+    feature = splits["train"].features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         labels = list(feature.names)
+    elif streamed:
+        raise ValueError(
+            f"--streaming needs a ClassLabel label column (the label names), and {label_column!r} is {feature}: "
+            "collecting the names would read the whole stream. Drop --streaming."
+        )
     else:
-        labels = sorted({str(v) for v in splits["train"][data_args.label_column]})
+        labels = sorted({str(v) for v in splits["train"][label_column]})
     for name, split in splits.items():
-        if isinstance(split.features[data_args.label_column], datasets.ClassLabel):
-            continue
-        unknown = sorted({str(v) for v in split[data_args.label_column]} - set(labels))
-        if unknown:
-            raise ValueError(f"The {name} split has labels {unknown} that the training split lacks ({labels}).")
-        splits[name] = split.map(lambda row: {data_args.label_column: labels.index(str(row[data_args.label_column]))})
+        if name == "train" and streamed:
+            continue  # a stream is not read ahead of training; its ClassLabel feature names the classes
+        split_feature = split.features.get(label_column)
+        if split_feature is None:  # e.g. GLUE's raw test TSVs (index, sentence): predicted, not scored
+            label_ids = None
+        elif isinstance(split_feature, datasets.ClassLabel):
+            if list(split_feature.names) != labels:
+                raise ValueError(
+                    f"The {name} split's classes {split_feature.names} differ from the training split's {labels}; "
+                    "give splits of one dataset."
+                )
+            label_ids = split[label_column]
+        else:
+            values = [str(v) for v in split[label_column]]
+            if name != "train" and values and UNLABELLED_STRING not in labels and set(values) == {UNLABELLED_STRING}:
+                label_ids = [UNLABELLED] * len(values)  # a local file written like the Hub's test splits
+            else:
+                unknown = sorted(set(values) - set(labels))
+                if unknown:
+                    raise ValueError(
+                        f"The {name} split has labels {unknown} that the training split lacks ({labels})."
+                    )
+                label_ids = [labels.index(value) for value in values]
+                splits[name] = split.remove_columns(label_column).add_column(label_column, label_ids)
+        if not check_label_ids(name, label_ids, labels):
+            if name == "train":
+                raise ValueError(
+                    "The training split has no labels (all -1 or no label column); train on a labelled one."
+                )
+            if split_feature is not None:  # unlabelled: predicted, so no label column reaches the model
+                splits[name] = splits[name].remove_columns(label_column)
+    if streamed:  # shuffled in `run`, with the run's seed
+        if data_args.max_train_samples is not None:
+            splits["train"] = splits["train"].take(data_args.max_train_samples)
+        return splits, text_column, labels  # a plain dict: DatasetDict holds no stream
     if data_args.max_train_samples is not None:
         splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
     if data_args.max_eval_samples is not None:
@@ -197,6 +287,34 @@ def load_splits(data_args: DataArguments):
             if name in splits:
                 splits[name] = splits[name].select(range(min(data_args.max_eval_samples, len(splits[name]))))
     return datasets.DatasetDict(splits), text_column, labels
+
+
+def unlabelled_splits(splits, label_column: str) -> list[str]:
+    """The evaluation splits `load_splits` found unlabelled (it drops their label column)."""
+    return [
+        name for name in ("validation", "test") if name in splits and label_column not in splits[name].column_names
+    ]
+
+
+def prediction_file(data_args: DataArguments, split_name: str) -> tuple[str, bool]:
+    """The file name of an unlabelled split's predictions, and whether to write label names (else label ids):
+    GLUE's submission file for GLUE tasks (`CoLA.tsv`, ...; ids, names for the NLI tasks), else
+    `predictions_<split>.tsv` with label names."""
+    name = os.path.basename((data_args.dataset_name or "").rstrip("/")).lower()
+    task = (data_args.dataset_config_name or "").lower()
+    if name == "glue" and task in GLUE_SUBMISSION_FILES and split_name == "test":
+        return GLUE_SUBMISSION_FILES[task], task in GLUE_NAMED_PREDICTIONS
+    return f"predictions_{split_name}.tsv", True
+
+
+def write_text_predictions(path: str, indices: list[int], predicted, labels: list[str], names: bool) -> str:
+    """`index<TAB>prediction` rows under a header, GLUE's submission format."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("index\tprediction\n")
+        for index, label_id in zip(indices, predicted):
+            handle.write(f"{index}\t{labels[int(label_id)] if names else int(label_id)}\n")
+    return path
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -224,9 +342,21 @@ def build_model_and_tokenizer(model_args: ModelArguments, labels: list[str]):
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: AtomTrainingArguments):
-    """Trains, evaluates on validation and test, saves model and tokenizer; returns (trainer, results)."""
+    """Trains, scores the labelled validation / test splits and predicts the unlabelled ones (GLUE's submission
+    file, or `predictions_<split>.tsv`), saves model and tokenizer; returns (trainer, results)."""
+    import datasets
+
+    check_arguments(data_args, training_args)
     set_seed(training_args.seed)
     splits, text_column, labels = load_splits(data_args)
+    streamed = isinstance(splits["train"], datasets.IterableDataset)
+    if streamed:
+        splits["train"] = splits["train"].shuffle(seed=training_args.seed, buffer_size=data_args.shuffle_buffer_size)
+    unlabelled = unlabelled_splits(splits, data_args.label_column)
+    indices = {  # GLUE's test splits number their rows in `idx`
+        name: list(splits[name]["idx"]) if "idx" in splits[name].column_names else list(range(len(splits[name])))
+        for name in unlabelled
+    }
     model, tokenizer = build_model_and_tokenizer(model_args, labels)
     special = bool(training_args.atom_exclude_special_tokens)
 
@@ -237,17 +367,28 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
             max_length=data_args.max_seq_length,
             return_special_tokens_mask=special,
         )
-        encoded["labels"] = batch[data_args.label_column]
+        if data_args.label_column in batch:  # unlabelled splits have none
+            encoded["labels"] = batch[data_args.label_column]
         return encoded
 
     with training_args.main_process_first(desc="tokenization"):
-        splits = splits.map(tokenize, batched=True, remove_columns=splits["train"].column_names)
+        splits = datasets.DatasetDict(
+            {
+                name: split.map(tokenize, batched=True, remove_columns=split.column_names)
+                for name, split in splits.items()
+            }
+        )
+
+    def write_predictions(name: str, predicted) -> str:
+        file_name, names = prediction_file(data_args, name)
+        path = os.path.join(training_args.output_dir, file_name)
+        return write_text_predictions(path, indices[name], predicted, labels, names)
 
     trainer = AtomTrainer(
         model=model,
         args=training_args,
         train_dataset=splits["train"],
-        eval_dataset=splits.get("validation"),
+        eval_dataset=splits.get("validation") if "validation" not in unlabelled else None,
         data_collator=DataCollatorWithPadding(tokenizer),
         compute_metrics=classification_metrics,
         processing_class=tokenizer,
@@ -260,6 +401,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
             "dataset": data_args.dataset_name or data_args.train_file,
             "labels": labels,
         },
+        unlabelled=unlabelled,
+        write_predictions=write_predictions,
+        num_train=data_args.max_train_samples if streamed else None,
     )
     return trainer, results
 
@@ -268,6 +412,7 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, AtomTrainingArguments), argv
     )
+    check_arguments(data_args, training_args)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     _, results = run(model_args, data_args, training_args)
     return results

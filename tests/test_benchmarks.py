@@ -35,3 +35,33 @@ def test_loss_speed_script_runs_and_variants_agree(tmp_path):
     assert {row["variant"] for row in rows} == {"naive_loop", "naive_vectorized", "factorised"}
     assert all(row["abs_diff_vs_first"] < 1e-5 for row in rows)  # the three forms compute the same loss
     assert "| B | variant |" in result.stdout
+
+
+def test_input_pipeline_script_runs_both_pixel_paths(tmp_path):
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "input_pipeline.py"),
+            "--num_images",
+            "6",
+            "--batch_size",
+            "3",
+            "--workers",
+            "0",
+            "--image_size",
+            "32",
+            "--model_steps",
+            "0",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads((tmp_path / "input_pipeline_cpu.json").read_text())
+    assert [(row["pipeline"], row["workers"]) for row in report["rows"]] == [("processor", 0), ("fast", 0)]
+    assert all(row["images_per_s"] > 0 and row["images_per_cpu_s"] > 0 for row in report["rows"])
+    assert set(report["stage_ms_per_image"]) == {"decode + RGB", "random crop + flip", "processor", "fast pixels"}
+    assert "| pixels | DataLoader workers | images/s (wall) | images per CPU-second |" in result.stdout

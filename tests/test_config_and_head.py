@@ -56,7 +56,7 @@ def test_importance_head_never_starts_at_zero():
     head = AtomHead(hidden_size=64, position_dim=8)
     assert head.importance.weight.abs().sum() > 0
     q, _ = head(torch.randn(4, 10, 64))
-    # charges start spread out, not collapsed at 0 (ATOM_SPEC D3e)
+    # charges start spread out, not collapsed at 0 (docs/DESIGN.md, D3e)
     assert q.abs().mean() > 0.2
 
 

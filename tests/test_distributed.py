@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tiny_models import bert as tiny_bert
 
 import hf_atom
 
@@ -86,21 +87,45 @@ def test_cross_process_gradient_equals_single_process(tmp_path):
             assert torch.allclose(got, want, rtol=1e-10, atol=1e-14)
 
 
+def accelerate_command(config: str, *extra: str) -> list[str]:
+    return [
+        str(Path(sys.executable).with_name("accelerate")),
+        "launch",
+        "--config_file",
+        str(REPO / "recipes" / "accelerate_configs" / config),
+        *extra,
+        "--main_process_port",  # never accelerate's fixed default, 29500, which a parallel job may hold
+        str(free_port()),
+    ]
+
+
+def launch_train_tiny(command: list[str], output_dir: Path) -> str:
+    """Runs tests/scripts/train_tiny.py (2 processes, 4 steps, cross-process pairs) under `command`; returns its
+    output after checking that both processes finished."""
+    script = [
+        str(SCRIPTS / "train_tiny.py"),
+        "--output_dir",
+        str(output_dir),
+        "--atom_gather_across_processes",
+        "true",
+    ]
+    env = {
+        **os.environ,
+        "MASTER_PORT": str(free_port()),
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS.parent)]),
+    }
+    output_dir.mkdir(parents=True, exist_ok=True)
+    returncode, output = run_in_own_session([*command, *script], timeout=420, env=env, cwd=output_dir)
+    assert returncode == 0, output[-6000:]
+    assert output.count("world_size=2") == 2 and "rank 1 finished" in output, output[-6000:]
+    return output
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["accelerate", "torchrun"])
 def test_two_process_launch_trains_and_saves(tmp_path, launcher):
-    script = [str(SCRIPTS / "train_tiny.py"), "--output_dir", str(tmp_path), "--atom_gather_across_processes", "true"]
     if launcher == "accelerate":
-        config = REPO / "recipes" / "accelerate_configs" / "cpu_2proc.yaml"
-        command = [
-            str(Path(sys.executable).with_name("accelerate")),
-            "launch",
-            "--config_file",
-            str(config),
-            "--main_process_port",  # never accelerate's fixed default, 29500, which a parallel job may hold
-            str(free_port()),
-            *script,
-        ]
+        command = accelerate_command("cpu_2proc.yaml")
     else:
         command = [
             str(Path(sys.executable).with_name("torchrun")),
@@ -108,19 +133,44 @@ def test_two_process_launch_trains_and_saves(tmp_path, launcher):
             "2",
             "--master_port",
             str(free_port()),
-            *script,
         ]
-    env = {
-        **os.environ,
-        "MASTER_PORT": str(free_port()),
-        "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS.parent)]),
-    }
-    returncode, output = run_in_own_session(command, timeout=420, env=env, cwd=tmp_path)
-    assert returncode == 0, output[-6000:]
-    assert output.count("world_size=2") == 2 and "rank 1 finished" in output, output[-6000:]
+    output = launch_train_tiny(command, tmp_path)
     checkpoint = tmp_path / "checkpoint-4"
     model = hf_atom.AutoAtomModel.from_pretrained(checkpoint)
     assert type(model).__name__ == "AtomBertForSequenceClassification"
     assert "hf_atom" in (checkpoint / "README.md").read_text()
     # global pairs: 2 processes x 4 samples -> C(8, 2) = 28 pairs per step
     assert re.search(r"'atom_pairs': '?28(\.0)?'?[,}]", output), output[-2000:]
+
+
+@pytest.mark.slow
+def test_fsdp_matches_ddp(tmp_path):
+    """AtomTrainer under FSDP2 (2 CPU processes, gloo; accelerate's FSDP path, see scripts/train_fsdp_cpu.py) reaches
+    the parameters of DDP on the same data with the same cross-process pairs, and its sharded checkpoint reloads."""
+    from safetensors.torch import load_file
+
+    ddp = launch_train_tiny(accelerate_command("cpu_2proc.yaml"), tmp_path / "ddp")
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), str(SCRIPTS.parent), str(SCRIPTS)]),
+    }
+    torchrun = [str(Path(sys.executable).with_name("torchrun")), "--nproc_per_node", "2", "--master_port"]
+    command = [*torchrun, str(free_port()), str(SCRIPTS / "train_fsdp_cpu.py"), str(tmp_path / "fsdp")]
+    (tmp_path / "fsdp").mkdir()
+    returncode, fsdp = run_in_own_session(command, timeout=420, env=env, cwd=tmp_path)
+    assert returncode == 0 and "rank 1 finished" in fsdp, fsdp[-6000:]
+
+    assert ddp.count("fsdp=False sharded_parameters=0") == 2, ddp[-3000:]
+    assert fsdp.count("fsdp=True sharded_parameters=45") == 2, fsdp[-3000:]  # every parameter a DTensor shard
+    pairs = r"'atom_pairs': '?28(\.0)?'?[,}]"  # 2 processes x 4 samples -> C(8, 2) pairs per step, both ways
+    assert len(re.findall(pairs, ddp)) == 4 and len(re.findall(pairs, fsdp)) == 4, (ddp[-2000:], fsdp[-2000:])
+    assert "sharded checkpoint round trip: 45 tensors equal" in fsdp
+
+    want = load_file(tmp_path / "ddp" / "checkpoint-4" / "model.safetensors")
+    got = torch.load(tmp_path / "fsdp" / "full_state_dict.pt")
+    assert set(got) == set(want) and any(key.startswith("atom_head.") for key in got)
+    for key in want:
+        torch.testing.assert_close(got[key], want[key], rtol=1e-5, atol=1e-6, msg=key)
+    torch.manual_seed(0)
+    initial = tiny_bert().state_dict()  # training moved the parameters: not a comparison of two initial states
+    assert max((want[key] - initial[key]).abs().max().item() for key in initial) > 1e-5

@@ -1,6 +1,7 @@
 """Token-importance pictures: real PNG/HTML files for a tiny image model and a tiny text model, and the CLI."""
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -79,7 +80,7 @@ def test_image_export_writes_pngs_and_index(image_model_dir, image_files, tmp_pa
         with Image.open(explanation.files[0]) as picture:
             assert picture.size == (840, 400)
     index = (tmp_path / "index.html").read_text()
-    assert "a.png" in index and "b.png" in index  # b.jpg's picture is b.png
+    assert 'src="a.png.png"' in index and 'src="b.jpg.png"' in index  # the input's name, then .png
 
 
 def test_text_html_keeps_order_text_and_sign_colours(text_model_dir, tmp_path):
@@ -108,7 +109,7 @@ def test_text_html_keeps_order_text_and_sign_colours(text_model_dir, tmp_path):
 
 def test_cli_explain(image_model_dir, image_files, text_model_dir, tmp_path, capsys):
     assert cli(["explain", str(image_model_dir), str(image_files / "a.png"), "--out", str(tmp_path / "img")]) == 0
-    assert (tmp_path / "img" / "a.png").is_file()
+    assert (tmp_path / "img" / "a.png.png").is_file()
     assert cli(["explain", str(text_model_dir), "a dog ran far away", "--out", str(tmp_path / "txt")]) == 0
     assert (tmp_path / "txt" / "text_0000.html").is_file()
     lines = tmp_path / "lines.txt"
@@ -116,4 +117,126 @@ def test_cli_explain(image_model_dir, image_files, text_model_dir, tmp_path, cap
     assert cli(["explain", str(text_model_dir), str(lines), "--out", str(tmp_path / "lines")]) == 0
     assert (tmp_path / "lines" / "text_0001.png").is_file() and not (tmp_path / "lines" / "text_0002.png").exists()
     assert cli(["explain", str(image_model_dir), str(tmp_path / "missing.png"), "--out", str(tmp_path / "x")]) == 2
-    assert "not an image file" in capsys.readouterr().err
+    assert "missing.png" in capsys.readouterr().err
+
+
+# -- nothing lost, every bad input named (issue 13) ------------------------------------------------------------------
+
+
+def _snapshot(folder):
+    """Every file under `folder` with its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _pictures(folder, seed=0, names=("a.png", "b.jpg")):
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for name in names:
+        Image.fromarray(rng.integers(0, 255, (20, 20, 3), dtype=np.uint8)).save(folder / name)
+    return folder
+
+
+def test_output_folder_that_is_or_holds_the_input_is_refused_and_inputs_stay_unchanged(image_model_dir, tmp_path):
+    images = _pictures(tmp_path / "in")
+    before = _snapshot(images)
+    explainer = Explainer.from_pretrained(image_model_dir)
+    with pytest.raises(ValueError, match="is the input.*--allow_output_in_input"):
+        explainer.export([str(images)], str(images))
+    with pytest.raises(ValueError, match="contains the input"):
+        explainer.export([str(images)], str(tmp_path))
+    with pytest.raises(ValueError, match="contains the input"):
+        explainer.export([str(images / "a.png")], str(images))
+    assert _snapshot(images) == before  # nothing written at all
+    # asked for explicitly: the pictures go next to the inputs, which keep their bytes
+    explanations = explainer.export([str(images)], str(images), allow_output_in_input=True)
+    assert len(explanations) == 2
+    after = _snapshot(images)
+    assert {k: after[k] for k in before} == before
+    assert {"a.png.png", "b.jpg.png", "index.html"} <= set(after)
+
+
+def test_output_folder_inside_the_input_is_not_searched(image_model_dir, tmp_path):
+    images = _pictures(tmp_path / "in")
+    explainer = Explainer.from_pretrained(image_model_dir)
+    out = images / "explained"
+    for _ in range(2):  # the second run must not explain the first run's pictures
+        explanations = explainer.export([str(images)], str(out))
+        assert sorted(e.source.split("/")[-1] for e in explanations) == ["a.png", "b.jpg"]
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.png", "b.jpg.png", "index.html"]
+
+
+def test_same_names_in_two_folders_give_two_traceable_outputs(image_model_dir, tmp_path):
+    first, second = (
+        _pictures(tmp_path / "x", seed=1, names=("a.png",)),
+        _pictures(tmp_path / "y", seed=2, names=("a.png",)),
+    )
+    _pictures(second / "deep", seed=3, names=("a.png",))
+    out = tmp_path / "out"
+    explainer = Explainer.from_pretrained(image_model_dir)
+    # the same file twice (folder + file) is explained once
+    explanations = explainer.export([str(first), str(second), str(first / "a.png")], str(out))
+    files = sorted(str(p.relative_to(out)) for p in out.rglob("*.png"))
+    assert files == ["x/a.png.png", "y/a.png.png", "y/deep/a.png.png"]
+    assert len(explanations) == 3 and len({e.files[0] for e in explanations}) == 3
+    pictures = [np.asarray(Image.open(out / f)) for f in files]
+    assert not np.array_equal(pictures[0], pictures[1])  # different inputs, different pictures
+    index = (out / "index.html").read_text()
+    assert [src for src in re.findall(r'src="([^"]+)"', index)] == ["x/a.png.png", "y/a.png.png", "y/deep/a.png.png"]
+    for explanation in explanations:  # each picture is traceable to its input
+        assert explanation.files[0] == str(out / (str(Path(explanation.source).relative_to(tmp_path)) + ".png"))
+    with pytest.raises(ValueError, match="shared"):
+        explainer.explain_images([Image.new("RGB", (8, 8))] * 2, ["x/a.png", "y/a.png"], str(out))
+
+
+def test_unreadable_image_in_a_folder_is_skipped_named_file_stops(image_model_dir, tmp_path, caplog):
+    images = _pictures(tmp_path / "in")
+    (images / "broken.png").write_bytes(b"this is not a picture")
+    explainer = Explainer.from_pretrained(image_model_dir)
+    with caplog.at_level("WARNING"):
+        explanations = explainer.export([str(images)], str(tmp_path / "out"))
+    assert len(explanations) == 2
+    assert "broken.png" in caplog.text and "not a readable image" in caplog.text
+    assert "skipped" in (tmp_path / "out" / "index.html").read_text()
+    with pytest.raises(ValueError, match="broken.png.*not a readable image"):
+        explainer.export([str(images / "a.png"), str(images / "broken.png")], str(tmp_path / "out2"))
+    assert not (tmp_path / "out2").exists()  # stopped before writing anything
+
+
+def test_cli_bad_inputs_one_line_exit_2(image_model_dir, image_files, text_model_dir, tmp_path, capsys):
+    def run(*argv):
+        code = cli(["explain", *map(str, argv)])
+        return code, capsys.readouterr().err
+
+    def run_parser(*argv):
+        with pytest.raises(SystemExit) as exit_info:
+            cli(["explain", *map(str, argv)])
+        return exit_info.value.code, capsys.readouterr().err
+
+    out = tmp_path / "out"
+    cases = {
+        "model_dir": run(tmp_path / "no_such_model", image_files, "--out", out),
+        "model_no_config": run(tmp_path, image_files, "--out", out),
+        "out_file": run(image_model_dir, image_files, "--out", image_model_dir / "config.json"),
+        "out_is_input": run(image_model_dir, image_files, "--out", image_files),
+        "device": run(image_model_dir, image_files, "--out", out, "--device", "warp9"),
+        "txt_missing": run(text_model_dir, tmp_path / "notes.txt", "--out", out),
+        "batch_size": run_parser(image_model_dir, image_files, "--out", out, "--batch_size", "0"),
+        "batch_size_text": run_parser(image_model_dir, image_files, "--out", out, "--batch_size", "two"),
+    }
+    expected = {
+        "model_dir": "no_such_model': no such folder",
+        "model_no_config": "has no config.json",
+        "out_file": "--out",
+        "out_is_input": "--allow_output_in_input",
+        "device": "--device 'warp9'",
+        "txt_missing": "inputs: '" + str(tmp_path / "notes.txt") + "' is no such file",
+        "batch_size": "argument --batch_size: must be a positive integer, got 0",
+        "batch_size_text": "argument --batch_size: must be a positive integer, got 'two'",
+    }
+    for name, (code, err) in cases.items():
+        assert code == 2, (name, err)
+        assert err.count("\n") == 1 and "Traceback" not in err, (name, err)
+        assert expected[name] in err, (name, err)
+    assert not out.exists()
+    assert cli(["explain", str(image_model_dir), str(image_files), "--out", str(out), "--batch_size", "1"]) == 0
+    assert len(list(out.glob("*.png"))) == 2

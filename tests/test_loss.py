@@ -346,3 +346,59 @@ def test_bad_charge_target_raises():
         charge_target_penalty(torch.zeros(2, 3), target=1.5)
     with pytest.raises(ValueError, match="charge_target"):
         AtomLoss(charge_target=-0.1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The input contract (docs/DESIGN.md): shapes/dtypes always, values on CPU always, elsewhere opt-in
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "q_value, mask, match",
+    [
+        (1.5, None, r"`q` must be in \[-1, 1\]"),
+        (-3.0, None, r"`q` must be in \[-1, 1\]"),
+        (float("nan"), None, "`q` has NaN or infinite values"),
+        (0.5, torch.full((2, 3), 0.5), "`mask` must be boolean"),
+        (0.5, torch.tensor([[1, 1, 2], [1, 1, 1]]), "`mask` must hold only 0 and 1"),
+        (0.5, torch.tensor([[1, 1, -1], [1, 1, 1]]), "`mask` must hold only 0 and 1"),
+        (0.5, torch.tensor([[1.0, float("nan"), 1.0], [1.0, 1.0, 1.0]]), "`mask` must be boolean"),
+    ],
+)
+def test_inputs_outside_the_contract_are_refused(q_value, mask, match):
+    q = torch.full((2, 3), 0.5)
+    q[0, 1] = q_value
+    p = torch.randn(2, 3, 4)
+    with pytest.raises(ValueError, match=match):
+        atom_loss(q, p, mask)
+    with pytest.raises(ValueError, match=match):
+        hf_atom.check_atom_inputs(q, p, mask)
+    with pytest.raises(ValueError, match=match):
+        AtomLoss()(q, p, mask)
+
+
+def test_values_on_masked_tokens_never_matter_to_the_check():
+    q = torch.full((2, 3), 0.5)
+    q[0, 2] = float("nan")
+    p = torch.randn(2, 3, 4)
+    p[1, 2] = float("inf")
+    mask = torch.tensor([[1, 1, 0], [1, 1, 0]])
+    assert torch.isfinite(atom_loss(q, p, mask, check_values=True))
+    with pytest.raises(ValueError, match="`p` has NaN or infinite values"):
+        atom_loss(torch.full((2, 3), 0.5), p, check_values=True)
+
+
+def test_pair_energy_matrix_validates_step():
+    q, p, mask = random_batch(3, 4, 2)
+    summaries = hf_atom.atom_summaries(q, p, mask)
+    with pytest.raises(ValueError, match="`step` must be one of"):
+        hf_atom.pair_energy_matrix(summaries, summaries, softening=0.1, step="Opposite")
+
+
+def test_loss_output_holds_the_summaries():
+    q, p, mask = random_batch(4, 5, 3)
+    out = AtomLoss()(q, p, mask, return_parts=True)
+    assert isinstance(out.summaries, hf_atom.AtomSummaries)
+    assert out.mu is out.summaries.mu and out.valid is out.summaries.valid
+    with pytest.raises(AttributeError):
+        out.not_a_field  # noqa: B018

@@ -326,3 +326,111 @@ def test_peft_model_without_heads_is_refused(tmp_path):
     trainer.train()
     after = dict(model.named_parameters())
     assert before and any(not torch.equal(before[n], after[n]) for n in before)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Composability (AtomTrainerMixin), non-finite losses, card, pairs, gathering (issues #11, #13)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def test_eval_pairs_are_per_micro_batch_with_the_minimum(tmp_path):
+    data = text_dataset(10)  # eval batches of 4, 4, 2 -> 6, 6, 1 pairs
+    args = arguments(AtomTrainingArguments, tmp_path, max_steps=1, per_device_eval_batch_size=4)
+    trainer = AtomTrainer(model=seeded(bert), args=args, train_dataset=data, eval_dataset=data)
+    metrics = trainer.evaluate()
+    assert metrics["eval_atom_pairs"] == pytest.approx((6 + 6 + 1) / 3)
+    assert metrics["eval_atom_pairs_min"] == 1 and isinstance(metrics["eval_atom_pairs_min"], int)
+
+
+def test_non_finite_atom_loss_stops_before_the_weights(tmp_path):
+    model = with_atom(seeded(bert), AtomConfig(weight=0.1))
+    with torch.no_grad():
+        model.atom_head.position.weight.fill_(float("inf"))  # p becomes NaN after the sphere normalisation
+    args = arguments(AtomTrainingArguments, tmp_path, max_steps=2, atom_weight=0.1)
+    trainer = AtomTrainer(model=model, args=args, train_dataset=text_dataset(8))
+    before = backbone_state(model)
+    with pytest.raises((FloatingPointError, ValueError), match=r"(step 0.*atomic loss L_A = nan|`p` has NaN)"):
+        trainer.train()
+    after = backbone_state(model)
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_non_finite_check_names_step_and_part(tmp_path):
+    trainer = AtomTrainer(model=seeded(bert), args=arguments(AtomTrainingArguments, tmp_path))
+    atom = trainer.atom_objective(torch.rand(3, 4) * 2 - 1, torch.randn(3, 4, 5))
+    atom.loss = torch.tensor(float("inf"))
+    with pytest.raises(FloatingPointError, match=r"step 0: atomic loss L_A = inf"):
+        atom.check_finite(torch.tensor(1.0), step=trainer.state.global_step)
+    with pytest.raises(FloatingPointError, match=r"task loss = nan"):
+        trainer.atom_objective(torch.zeros(2, 1), torch.ones(2, 1, 1)).check_finite(torch.tensor(float("nan")))
+
+
+def test_gathering_follows_the_trainers_process_count(tmp_path, monkeypatch):
+    """A multi-process launch that the Trainer does not run as data parallel must not pair copies of samples."""
+    import hf_atom.regularizer as regularizer
+
+    calls = []
+    monkeypatch.setattr(regularizer, "is_distributed", lambda: True)  # e.g. torchrun on CPU without --use_cpu
+    monkeypatch.setattr(regularizer, "cross_process_atom_loss", lambda *a: calls.append(a))
+    args = arguments(AtomTrainingArguments, tmp_path, max_steps=1, atom_gather_across_processes=True)
+    trainer = AtomTrainer(model=seeded(bert), args=args, train_dataset=text_dataset(8))
+    assert trainer.accelerator.num_processes == 1
+    trainer.train()
+    assert calls == []
+
+
+def test_model_card_keeps_the_trainer_card_and_adds_the_atom_section(tmp_path):
+    data = text_dataset(8)
+    args = arguments(AtomTrainingArguments, tmp_path, max_steps=1, atom_softening=0.25)
+    trainer = AtomTrainer(model=seeded(bert), args=args, train_dataset=data, eval_dataset=data)
+    trainer.train()
+    trainer.save_model()
+    trainer.create_model_card(model_name="tiny-atom-bert", dataset="tiny-text", tags=["demo"])
+    card = (tmp_path / "README.md").read_text()
+    for trainer_part in ("tiny-atom-bert", "Training hyperparameters", "learning_rate: 0.01", "tiny-text"):
+        assert trainer_part in card, trainer_part
+    for atom_part in ("## Atom modeling", "2210.03728", "| `softening` | `0.25` |", "- hf_atom", "- demo"):
+        assert atom_part in card, atom_part
+    trainer.create_model_card(model_name="tiny-atom-bert")  # again: one atom section, not two
+    assert (tmp_path / "README.md").read_text().count("## Atom modeling") == 1
+
+
+def test_mixin_after_a_trainer_with_its_own_compute_loss_is_refused():
+    class Parent(T.Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+
+    with pytest.raises(TypeError, match=r"Put the mixin first: `class WrongOrder\(AtomTrainerMixin, Parent\)`"):
+
+        class WrongOrder(Parent, hf_atom.AtomTrainerMixin):
+            pass
+
+    with pytest.raises(TypeError, match=r"AtomTrainer is the plain-Trainer case.*AtomTrainerMixin, Parent"):
+
+        class AtomOnTop(AtomTrainer, Parent):
+            pass
+
+
+def test_a_parent_without_a_gradient_forward_is_refused(tmp_path):
+    class DetachedLoss(T.Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            with torch.no_grad():
+                outputs = model(**inputs)
+            loss = outputs.loss.detach().requires_grad_()
+            return (loss, outputs) if return_outputs else loss
+
+    class AtomDetached(hf_atom.AtomTrainerMixin, DetachedLoss):
+        pass
+
+    class TwoForwards(T.Trainer):
+        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            return model(**inputs).loss + model(**inputs).loss
+
+    class AtomTwo(hf_atom.AtomTrainerMixin, TwoForwards):
+        pass
+
+    args = arguments(AtomTrainingArguments, tmp_path, max_steps=1)
+    with pytest.raises(RuntimeError, match="DetachedLoss.compute_loss ran no forward pass with gradients"):
+        AtomDetached(model=seeded(bert), args=args, train_dataset=text_dataset(4)).train()
+    with pytest.raises(RuntimeError, match="TwoForwards.compute_loss ran 2 forward passes with gradients"):
+        AtomTwo(model=seeded(bert), args=args, train_dataset=text_dataset(4)).train()

@@ -8,6 +8,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 from tiny_models import bert, text_dataset
+from torch.distributed.tensor import DTensor
 from transformers import HfArgumentParser
 
 from hf_atom import AtomTrainer, AtomTrainingArguments
@@ -24,6 +25,9 @@ def main() -> None:
     trainer = AtomTrainer(model=bert(), args=args, train_dataset=text_dataset(32))
     trainer.train()
     print(f"world_size={trainer.args.world_size}", flush=True)
+    # Under FSDP2 every parameter is a DTensor sharded over the processes: shows the run really was sharded.
+    sharded = sum(isinstance(param, DTensor) for param in trainer.model_wrapped.parameters())
+    print(f"fsdp={trainer.is_fsdp_enabled} sharded_parameters={sharded}", flush=True)
     if dist.is_initialized():
         # Raises (naming the missing rank) instead of hanging if the ranks' collectives ever went out of step.
         dist.monitored_barrier(timeout=timedelta(seconds=120))
@@ -35,26 +39,27 @@ def main() -> None:
     os._exit(0)
 
 
+DEFAULTS = [
+    "--per_device_train_batch_size",
+    "4",
+    "--max_steps",
+    "4",
+    "--save_steps",
+    "4",
+    "--logging_steps",
+    "1",
+    "--report_to",
+    "none",
+    "--use_cpu",
+    "true",
+    "--disable_tqdm",
+    "true",
+    "--atom_weight",
+    "0.5",
+    "--ddp_find_unused_parameters",
+    "false",
+]
+
 if __name__ == "__main__":
-    defaults = [
-        "--per_device_train_batch_size",
-        "4",
-        "--max_steps",
-        "4",
-        "--save_steps",
-        "4",
-        "--logging_steps",
-        "1",
-        "--report_to",
-        "none",
-        "--use_cpu",
-        "true",
-        "--disable_tqdm",
-        "true",
-        "--atom_weight",
-        "0.5",
-        "--ddp_find_unused_parameters",
-        "false",
-    ]
-    sys.argv = [sys.argv[0], *defaults, *sys.argv[1:]]
+    sys.argv = [sys.argv[0], *DEFAULTS, *sys.argv[1:]]
     main()
