@@ -2,7 +2,7 @@
 """Diversity metrics for generated text: pooled distinct-n (Li et al., 2016) and self-BLEU (Zhu et al., 2018).
 
 No maintained package ships either metric (evaluate, torchmetrics and sacrebleu do not), so they are a few lines over
-nltk, the library Texygen's reference code uses. Diversity is only meaningful next to quality (ATOM_SPEC D8): see
+nltk, the library Texygen's reference code uses. Diversity is only meaningful next to quality (docs/DESIGN.md, D8): see
 `recipes/generation_eval.py`, which reports both over sampling temperatures.
 
 Tokenization. Texygen tokenizes with `nltk.word_tokenize`, which first splits sentences with the pretrained English

@@ -75,7 +75,7 @@ class GanTrainingArguments:
 
 @dataclass
 class AtomGanArguments:
-    """The atom objective on the generator (ATOM_SPEC D7, ours): which layer, how many tokens, lambda, loss settings.
+    """The atom objective on the generator (docs/DESIGN.md, D7, ours): which layer, how many tokens, lambda, loss settings.
 
     Read only with `--method atom`.
     """

@@ -1,6 +1,6 @@
 """GANs on the 2D ring (8 Gaussians) and 2D grid (25 Gaussians): `gan`, `atom` and `pacgan` on the same networks.
 
-Networks, data and metrics follow the PacGAN authors' protocol (GENERATIVE_BENCH.md): generator MLP 2 -> 400 x 4 -> 2
+Networks, data and metrics follow the PacGAN authors' protocol (PacGAN, Lin et al. 2018, and its authors' released configuration; see docs/GENERATION.md): generator MLP 2 -> 400 x 4 -> 2
 with BatchNorm + ReLU and no hidden biases, discriminator of 3 LinearMaxout layers (200 units, 5 pieces), Adam
 (lr 1e-4, beta1 0.8), batch 100, a 100,000-point training set, 2,500 generated points scored at the end.
 The budget (steps) is reduced from their 400k; see docs/GENERATION.md.

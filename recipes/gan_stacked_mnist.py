@@ -5,7 +5,7 @@ Three digits drawn independently form the three channels of one 28 x 28 x 3 imag
 10,000 MNIST test images in `--data_dir` (IDX gzip; the 60k training set is not available offline here). The
 classifier trains on the first `--classifier_train` images and reports its accuracy on the rest; it is cached
 in `--classifier_dir` (`save_pretrained`) and reused by later runs. Atom tokens are the generator's feature-map
-cells (H*W tokens of C channels, ATOM_SPEC D5/D7).
+cells (H*W tokens of C channels, docs/DESIGN.md, D5 and D7).
 
     python recipes/gan_stacked_mnist.py --method atom --max_steps 1500 --seed 0 --num_threads 1 \
         --classifier_dir outputs/gan/mnist_classifier --output_dir outputs/gan/smnist_atom_s0

@@ -1,4 +1,4 @@
-"""Diversity against quality of finetuned causal LMs, over sampling temperatures (ATOM_SPEC D8).
+"""Diversity against quality of finetuned causal LMs, over sampling temperatures (docs/DESIGN.md, D8).
 
 From held-out prompts (the first `--prompt_words` words of each held-out verse) every model samples
 `--num_samples` continuations per prompt at each temperature (pure ancestral sampling: top-k and top-p off). Per
