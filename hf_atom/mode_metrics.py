@@ -4,7 +4,7 @@
 Pure torch (no transformers import), so the metrics run on any tensors.
 
 The definitions follow the PacGAN authors' released configuration and evaluation code (Lin, Khetan, Fanti, Oh,
-NeurIPS 2018, arXiv 1712.04086, and its authors' released evaluation code):
+NeurIPS 2018, arXiv 1712.04086):
 
 - **2D ring**: 8 centres (cos 2 pi k / 8, sin 2 pi k / 8), k = 0..7, radius 1, component std 0.01.
 - **2D grid**: 25 centres {-4, -2, 0, 2, 4}^2, component std 0.05.
