@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import collections
 import html
 import os
 import struct
@@ -150,7 +151,7 @@ class Explainer:
             raise ValueError(f"Got {len(images)} images but {len(names)} names.")
         if out_dir is not None:
             out_names = list(out_names) if out_names is not None else [Path(n).stem + ".png" for n in names]
-            duplicates = sorted({n for n in out_names if out_names.count(n) > 1})
+            duplicates = sorted(name for name, count in collections.Counter(out_names).items() if count > 1)
             if len(out_names) != len(images) or duplicates:
                 raise ValueError(
                     f"Each image needs its own output file; these are shared: {duplicates}. Pass unique `names` "

@@ -131,6 +131,10 @@ def check_atom_inputs(
     (O(B*N)), and everything, on any device, when called with `check_values=True`.
     """
     _validate_tensors(q, p, mask)
+    _check_values(q, p, mask, check_positions)
+
+
+def _check_values(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor], check_positions: bool) -> None:
     keep = torch.ones_like(q, dtype=torch.bool) if mask is None else mask != 0
     if mask is not None and mask.dtype != torch.bool:
         wrong = (mask != 0) & (mask != 1)
@@ -140,12 +144,12 @@ def check_atom_inputs(
                 "non-zero should mean valid."
             )
     q = q.detach()
-    if bool((~torch.isfinite(q) & keep).any()):
-        raise ValueError("`q` has NaN or infinite values on valid tokens.")
-    outside = (q.abs() > 1) & keep
-    if bool(outside.any()):
+    invalid = ~(q.abs() <= 1) & keep  # one pass: NaN fails every comparison, inf and |q| > 1 fail this one
+    if bool(invalid.any()):
+        if not bool(torch.isfinite(q[invalid]).all()):
+            raise ValueError("`q` has NaN or infinite values on valid tokens.")
         raise ValueError(
-            f"`q` must be in [-1, 1] (Eq. 6: q = 2 sigmoid(Q(e)) - 1), got values up to {q[outside].abs().max():.4g}."
+            f"`q` must be in [-1, 1] (Eq. 6: q = 2 sigmoid(Q(e)) - 1), got values up to {q[invalid].abs().max():.4g}."
         )
     if check_positions and bool((~torch.isfinite(p.detach()).all(dim=-1) & keep).any()):
         raise ValueError("`p` has NaN or infinite values on valid tokens.")
@@ -154,7 +158,7 @@ def check_atom_inputs(
 def _check_inputs(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor], check_values: bool) -> None:
     _validate_tensors(q, p, mask)
     if check_values or q.device.type == "cpu":  # value checks synchronise an accelerator: opt-in there
-        check_atom_inputs(q, p, mask, check_positions=check_values)  # p is B*N*D: its check is opt-in everywhere
+        _check_values(q, p, mask, check_positions=check_values)  # p is B*N*D: its check is opt-in everywhere
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -82,6 +82,8 @@ class AtomTrainerMixin:
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         check_compute_loss_order(cls, AtomTrainerMixin)  # at class definition: the earliest point
+        mro = cls.__mro__
+        cls._atom_parent_name = mro[mro.index(AtomTrainerMixin) + 1].__name__  # names the parent in errors
 
     def __init__(
         self,
@@ -189,8 +191,7 @@ class AtomTrainerMixin:
             )
         task_loss, outputs = result if return_outputs else (result, None)
         training = model.training
-        parent = type(self).__mro__[type(self).__mro__.index(AtomTrainerMixin) + 1].__name__
-        q, p, mask = captured.charges(atom_model, training, parent)
+        q, p, mask = captured.charges(atom_model, training, self._atom_parent_name)
 
         weight = self.atom_config.weight_at(self.state.global_step) if training else 0.0
         gather = self.atom_config.gather_across_processes and self.accelerator.num_processes > 1
