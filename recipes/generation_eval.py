@@ -39,7 +39,7 @@ from causal_lm import TEXT_COLUMNS, read_local_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from hf_atom.text_metrics import distinct_n, self_bleu
+from hf_atom.text_metrics import distinct_n, self_bleu, word_tokenize
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +54,8 @@ RESULT_SETTINGS = (
     "num_samples",
     "temperatures",
     "max_new_tokens",
+    "batch_size",  # groups the prompts for generate, so it changes the random draws
+    "num_examples",
     "self_bleu_n",
     "self_bleu_hypotheses",
     "base_model",
@@ -283,13 +285,22 @@ def evaluate_model(path: str, base, prompts: list[str], heldout: list[str], args
             base_model, [s for s, _ in scored], [start for _, start in scored], [1.0], args.batch_size
         )
         groups = [texts[i : i + args.num_samples] for i in range(0, len(texts), args.num_samples)]
+        words = {text: word_tokenize(text) for text in texts}  # each sample tokenized once for all four metrics
         result["temperatures"][str(temperature)] = {
             "heldout_ppl": perplexity(*heldout_nll[temperature]),
             "base_ppl_of_samples": perplexity(*base_nll[1.0]),
-            "distinct_1": distinct_n(texts, 1),
-            "distinct_2": distinct_n(texts, 2),
-            "self_bleu": self_bleu(texts, args.self_bleu_n, max_hypotheses=args.self_bleu_hypotheses, seed=args.seed),
-            "self_bleu_within_prompt": float(np.mean([self_bleu(group, args.self_bleu_n) for group in groups])),
+            "distinct_1": distinct_n(texts, 1, tokenize=words.__getitem__),
+            "distinct_2": distinct_n(texts, 2, tokenize=words.__getitem__),
+            "self_bleu": self_bleu(
+                texts,
+                args.self_bleu_n,
+                tokenize=words.__getitem__,
+                max_hypotheses=args.self_bleu_hypotheses,
+                seed=args.seed,
+            ),
+            "self_bleu_within_prompt": float(
+                np.mean([self_bleu(group, args.self_bleu_n, tokenize=words.__getitem__) for group in groups])
+            ),
             "mean_words": float(np.mean([len(text.split()) for text in texts])),
             "empty_share": float(np.mean([not text for text in texts])),
             "examples": [

@@ -435,7 +435,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, AtomTrainingArguments), argv
     )
-    check_arguments(data_args, training_args)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     _, results = run(model_args, data_args, training_args)
     return results

@@ -204,9 +204,9 @@ def load_splits(data_args: DataArguments):
                 "need network; offline, pass local files with --train_file/--validation_file."
             ) from error
         splits = {name: raw[name] for name in ("train", "validation", "test") if name in raw}
+        if "train" not in splits:
+            raise ValueError(f"Dataset {data_args.dataset_name!r} has no 'train' split; splits: {list(raw)}.")
         if data_args.streaming:
-            if "train" not in splits:
-                raise ValueError(f"Dataset {data_args.dataset_name!r} has no 'train' split; splits: {list(raw)}.")
             for name in ("validation", "test"):
                 if name in splits:
                     splits[name] = materialise(splits[name], data_args.max_eval_samples)
@@ -412,7 +412,6 @@ def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, AtomTrainingArguments), argv
     )
-    check_arguments(data_args, training_args)
     logging.basicConfig(level=logging.INFO if training_args.should_log else logging.WARNING)
     _, results = run(model_args, data_args, training_args)
     return results
