@@ -20,6 +20,7 @@ from torch.nn import functional as F
 
 # Runs as scripts (`python recipes/x.py`, `accelerate launch recipes/x.py`): make hf_atom importable from a checkout.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from hf_atom.regularizer import ATOM_STATISTICS  # noqa: E402
 
 METHODS = ("gan", "atom", "pacgan")
 
@@ -190,7 +191,7 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
 
     m = args.effective_pack
     n = args.batch_size * m  # pacgan: B packed inputs of m samples each (as in PacGAN)
-    history, atom_sums, atom_count = [], {}, 0
+    history, atom_rows = [], []  # atom statistics stay on the device until the end: no host sync per step
     start = time.perf_counter()
     bar = tqdm(
         range(1, args.max_steps + 1),
@@ -215,9 +216,7 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         if regularizer is not None:
             out = regularizer(parts.tokens_fn(hidden))
             objective = g_loss + out.objective
-            for key, value in out.metrics().items():
-                atom_sums[key] = atom_sums.get(key, 0.0) + float(value)
-            atom_count += 1
+            atom_rows.append(torch.stack(list(out.statistics().values())))
         g_opt.zero_grad(set_to_none=True)
         accelerator.backward(objective)
         g_opt.step()
@@ -239,7 +238,7 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         "train_wall_s": round(wall, 2),
         "final_d_loss": float(d_loss.item()),
         "final_g_loss": float(g_loss.item()),
-        "atom_stats_mean": {k: v / atom_count for k, v in atom_sums.items()} if atom_count else None,
+        "atom_stats_mean": _column_means(atom_rows),
         "args": asdict(args),
         "atom_args": asdict(atom_args) if args.method == "atom" else None,
         "num_processes": accelerator.num_processes,
@@ -295,3 +294,11 @@ def make_accelerator(args: GanTrainingArguments):
     # Same weights everywhere (DDP broadcasts them anyway), different noise and batches per process.
     set_seed(args.seed, device_specific=True)
     return accelerator
+
+
+def _column_means(rows: list) -> Optional[dict]:
+    """Mean over steps of each atom statistic (keys as `hf_atom.regularizer.ATOM_STATISTICS`), one host sync."""
+    if not rows:
+        return None
+    values = torch.stack(rows).tolist()
+    return {key: sum(row[i] for row in values) / len(values) for i, key in enumerate(ATOM_STATISTICS)}

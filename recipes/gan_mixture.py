@@ -32,6 +32,7 @@ from _gan_common import (  # noqa: E402
     write_json,
 )
 
+from hf_atom import mlp_tokens  # noqa: E402
 from hf_atom.mode_metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture  # noqa: E402
 
 
@@ -128,8 +129,6 @@ def build_parts(data_args: MixtureArguments, args: GanTrainingArguments, atom_ar
         return mixture_mode_metrics(samples, spec)
 
     def tokens_fn(hidden: list) -> torch.Tensor:
-        from hf_atom import mlp_tokens
-
         return mlp_tokens(hidden[layer], atom_args.atom_tokens)
 
     last_samples = {}

@@ -40,6 +40,7 @@ from _gan_common import (  # noqa: E402
     write_json,
 )
 
+from hf_atom import feature_map_tokens  # noqa: E402
 from hf_atom.mode_metrics import stacked_mnist_mode_metrics  # noqa: E402
 
 DEFAULT_DATA_DIR = os.path.join(
@@ -230,8 +231,6 @@ def build_parts(data_args, args, atom_args, images, classifier, device):
         return stacked_mnist_mode_metrics(torch.cat(labels))
 
     def tokens_fn(hidden: list) -> torch.Tensor:
-        from hf_atom import feature_map_tokens
-
         return feature_map_tokens(hidden[layer])
 
     last = {}
