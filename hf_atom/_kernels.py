@@ -23,13 +23,20 @@ def _safe_ratio(grad: torch.Tensor, norm: torch.Tensor) -> torch.Tensor:
 
 
 class _EuclideanNorm(torch.autograd.Function):
-    """||x||_2 over the last dim with a one-multiply backward and gradient 0 (not NaN) at x = 0."""
+    """||x||_2 over the last dim with a one-multiply backward and gradient 0 (not NaN) at x = 0.
+
+    `setup_context` + `generate_vmap_rule`: works under `torch.func.vmap` (ensembles, per-group losses).
+    """
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:
-        norm = torch.linalg.vector_norm(x, ord=2, dim=-1)
-        ctx.save_for_backward(x, norm)
-        return norm
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.vector_norm(x, ord=2, dim=-1)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:
+        ctx.save_for_backward(inputs[0], output)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
@@ -39,17 +46,23 @@ class _EuclideanNorm(torch.autograd.Function):
 
 class _EuclideanSpread(torch.autograd.Function):
     """||p_i - mu|| for every token (2-norm), fused: the backward makes one pass over (B, N, D) and gives mu's
-    gradient as minus the sum of p's, instead of a separate subtraction backward."""
+    gradient as minus the sum of p's, instead of a separate subtraction backward. vmap-able like `_EuclideanNorm`."""
+
+    generate_vmap_rule = True
 
     @staticmethod
-    def forward(ctx, p: torch.Tensor, mu: torch.Tensor) -> torch.Tensor:
+    def forward(p: torch.Tensor, mu: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         difference = p - mu[:, None, :]
-        norm = torch.linalg.vector_norm(difference, ord=2, dim=-1)
-        ctx.save_for_backward(difference, norm)
-        return norm
+        return torch.linalg.vector_norm(difference, ord=2, dim=-1), difference
 
     @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def setup_context(ctx, inputs, output) -> None:
+        norm, difference = output
+        ctx.mark_non_differentiable(difference)
+        ctx.save_for_backward(difference, norm)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor, _grad_difference: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         difference, norm = ctx.saved_tensors
         grad_p = difference * _safe_ratio(grad, norm)[..., None]
         return grad_p, -grad_p.sum(dim=1)
@@ -65,7 +78,7 @@ def norm(x: torch.Tensor, ord: float) -> torch.Tensor:
 def spread(p: torch.Tensor, mu: torch.Tensor, ord: float) -> torch.Tensor:
     """||p_i - mu_A|| for every token, (B, N)."""
     if ord == 2.0:
-        return _EuclideanSpread.apply(p, mu)
+        return _EuclideanSpread.apply(p, mu)[0]
     return torch.linalg.vector_norm(p - mu[:, None, :], ord=ord, dim=-1)
 
 

@@ -157,8 +157,16 @@ def _check_values(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor]
 
 def _check_inputs(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor], check_values: bool) -> None:
     _validate_tensors(q, p, mask)
+    if _under_vmap(q, p):  # a value check is data-dependent control flow: check the stacked inputs before vmap
+        return
     if check_values or q.device.type == "cpu":  # value checks synchronise an accelerator: opt-in there
         _check_values(q, p, mask, check_positions=check_values)  # p is B*N*D: its check is opt-in everywhere
+
+
+def _under_vmap(*tensors: torch.Tensor) -> bool:
+    """True for tensors batched by `torch.func.vmap` (e.g. one atom loss per ensemble member)."""
+    is_batched = getattr(torch._C._functorch, "is_batchedtensor", None)
+    return is_batched is not None and any(is_batched(tensor) for tensor in tensors)
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -68,12 +68,13 @@ def mixture_spec(name: str) -> MixtureSpec:
 
 
 def sample_mixture(spec: MixtureSpec, num_samples: int, generator: torch.Generator | None = None) -> torch.Tensor:
-    """`num_samples` points (float32, shape `(num_samples, 2)`), each from a uniformly drawn component."""
+    """`num_samples` points (the default dtype, float32 unless changed; shape `(num_samples, 2)`), each from a
+    uniformly drawn component."""
     if num_samples < 1:
         raise ValueError(f"`num_samples` must be >= 1, got {num_samples}.")
     modes = torch.randint(0, spec.num_modes, (num_samples,), generator=generator)
     noise = torch.randn(num_samples, 2, generator=generator, dtype=torch.float64)
-    return (spec.centres[modes] + spec.std * noise).float()
+    return (spec.centres[modes] + spec.std * noise).to(torch.get_default_dtype())
 
 
 def kl_to_uniform(counts: torch.Tensor) -> float:

@@ -23,6 +23,17 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from hf_atom.regularizer import ATOM_STATISTICS  # noqa: E402
 
 METHODS = ("gan", "atom", "pacgan")
+LR_SCHEDULES = ("constant", "linear")
+
+
+def data_seed(seed: int) -> int:
+    """Seed of a run's batch-and-noise generator, apart from the stream that initialised its weights."""
+    return seed + 2_000_003
+
+
+def lr_factor(step: int, max_steps: int, schedule: str) -> float:
+    """Multiplier of the learning rate for update `step` (0-based): 1, or linear decay to 0 after `max_steps`."""
+    return 1.0 if schedule == "constant" else 1.0 - step / max_steps
 
 
 @dataclass
@@ -41,6 +52,10 @@ class GanTrainingArguments:
     max_steps: int = field(default=10_000, metadata={"help": "Generator (and discriminator) updates."})
     batch_size: int = field(default=100, metadata={"help": "Samples per step (packed inputs per step for pacgan)."})
     learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate of both networks."})
+    lr_scheduler_type: str = field(
+        default="constant",
+        metadata={"help": "`constant`, or `linear`: the learning rate decays linearly to 0 at `max_steps` (both nets)."},
+    )
     adam_beta1: float = field(default=0.8)
     adam_beta2: float = field(default=0.999)
     seed: int = field(default=0)
@@ -63,6 +78,8 @@ class GanTrainingArguments:
         for name in ("eval_steps", "save_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
+        if self.lr_scheduler_type not in LR_SCHEDULES:
+            raise ValueError(f"--lr_scheduler_type must be one of {LR_SCHEDULES}, got {self.lr_scheduler_type!r}.")
         if not self.learning_rate > 0:
             raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}.")
         if self.num_threads is not None and self.num_threads < 1:
@@ -189,6 +206,10 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
     else:
         generator, discriminator, g_opt, d_opt = accelerator.prepare(generator, discriminator, g_opt, d_opt)
 
+    schedulers = [
+        torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, args.max_steps, args.lr_scheduler_type))
+        for opt in (d_opt, g_opt)
+    ]
     m = args.effective_pack
     n = args.batch_size * m  # pacgan: B packed inputs of m samples each (as in PacGAN)
     history, atom_rows = [], []  # atom statistics stay on the device until the end: no host sync per step
@@ -220,6 +241,8 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         g_opt.zero_grad(set_to_none=True)
         accelerator.backward(objective)
         g_opt.step()
+        for scheduler in schedulers:
+            scheduler.step()
 
         if step % 200 == 0:
             bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)

@@ -26,6 +26,7 @@ from _gan_common import (  # noqa: E402
     AtomGanArguments,
     GanParts,
     GanTrainingArguments,
+    data_seed,
     make_accelerator,
     resolve_layer,
     train_gan,
@@ -116,11 +117,15 @@ def build_parts(data_args: MixtureArguments, args: GanTrainingArguments, atom_ar
     layer = resolve_layer(atom_args.atom_layer, data_args.num_hidden_layers)
     eval_gen = torch.Generator(device="cpu").manual_seed(10_000 + args.seed)
 
+    # The run's own stream of batches and noise, seeded from this process's seed: `gan_ensemble.py` replays it
+    # member by member, so ensemble member s equals this run with seed s.
+    data_gen = torch.Generator(device=device).manual_seed(data_seed(torch.initial_seed()))
+
     def sample_real(n: int) -> torch.Tensor:
-        return train_set[torch.randint(0, train_set.shape[0], (n,), device=device)]
+        return train_set[torch.randint(0, train_set.shape[0], (n,), device=device, generator=data_gen)]
 
     def sample_noise(n: int) -> torch.Tensor:
-        return torch.randn(n, 2, device=device)
+        return torch.randn(n, 2, device=device, generator=data_gen)
 
     def evaluate(gen: nn.Module, step: int) -> dict:
         z = torch.randn(data_args.num_eval_samples, 2, generator=eval_gen).to(device)

@@ -1,0 +1,182 @@
+"""Many GAN runs in one program (recipes/gan_ensemble.py) and the atom objective per member under `torch.func.vmap`."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import hf_atom
+
+RECIPES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes")
+sys.path.insert(0, RECIPES)
+
+NETWORK = ["--hidden_size", "32", "--disc_units", "16", "--num_train", "2000", "--num_eval_samples", "300",
+           "--batch_size", "20", "--atom_tokens", "4", "--num_threads", "1"]  # fmt: skip
+TRAINING = ["--learning_rate", "1e-3", "--adam_beta1", "0.5", "--lr_scheduler_type", "linear"]
+
+
+@pytest.fixture
+def float64():
+    """Both programs in float64: rounding differences between bmm and mm then stay ~1e-12 over 150 chaotic GAN
+    steps, so a real mismatch (a shared statistic, a wrong stream) cannot hide behind float32 noise."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    yield
+    torch.set_default_dtype(previous)
+
+
+@pytest.mark.parametrize(
+    "methods, singles",
+    [("gan,atom:0.5", [("gan", []), ("atom", ["--atom_weight", "0.5"])]), ("pacgan:2", [("pacgan", [])])],
+)
+def test_every_member_equals_its_single_run(methods, singles, tmp_path, float64):
+    import gan_ensemble
+    import gan_mixture
+
+    steps = ["--max_steps", "150", "--eval_steps", "75"]
+    args, atom_args = gan_ensemble.parse(
+        ["--datasets", "ring,grid", "--methods", methods, "--seeds", "1,2", "--output_dir", str(tmp_path / "ens"),
+         *NETWORK, *TRAINING, *steps]  # fmt: skip
+    )
+    gan_ensemble.train_ensemble(args, atom_args, log=lambda *_: None)
+    ensemble = gan_ensemble.MixtureGanEnsemble(args.members, args, atom_args)
+    ensemble.load_state_dict(torch.load(tmp_path / "ens" / "checkpoint.pt", weights_only=True)["ensemble"])
+    assert len(args.members) == 2 * len(singles) * 2
+    for index, member in enumerate(args.members):
+        extra = dict(singles)[member.method]
+        out = tmp_path / member.name
+        single = gan_mixture.main(
+            ["--dataset", member.dataset, "--method", member.method, "--seed", str(member.seed), "--output_dir",
+             str(out), "--disable_tqdm", "true", "--plot", "false", *NETWORK, *TRAINING, *steps, *extra]  # fmt: skip
+        )
+        weights = load_file(str(out / "generator" / "model.safetensors"))
+        mine = ensemble.member_state(index)
+        for key, value in weights.items():
+            if "num_batches_tracked" not in key:
+                torch.testing.assert_close(mine[key], value, rtol=1e-6, atol=1e-8, msg=f"{member.name} {key}")
+        saved = json.loads((tmp_path / "ens" / "runs" / f"{member.name}.json").read_text())
+        for row, reference in zip(saved["history"], single["history"]):
+            assert (row["step"], row["modes"], row["mode_counts"]) == (
+                reference["step"],
+                reference["modes"],
+                reference["mode_counts"],
+            )
+        # Members did train: the generator moved away from its initialisation.
+        assert saved["final"]["step"] == 150
+
+
+def test_vmapped_regularizer_equals_a_loop_over_members():
+    """One `AtomRegularizer` per member under vmap (stacked heads) == a Python loop: objectives, statistics,
+    gradients of the tokens and of every head parameter."""
+    from torch.func import functional_call, stack_module_state, vmap
+
+    members, batch, tokens, width = 3, 6, 4, 10
+    config = hf_atom.AtomConfig(weight=0.3)
+    regularizers = [hf_atom.AtomRegularizer(hidden_size=width, config=config) for _ in range(members)]
+    features = torch.randn(members, batch, tokens, width, requires_grad=True)
+    params, _ = stack_module_state(regularizers)
+
+    def one(member_params, member_tokens):
+        out = functional_call(regularizers[0], member_params, (member_tokens,))
+        return out.objective, torch.stack(list(out.statistics().values()))
+
+    objectives, stats = vmap(one)(params, features)
+    objectives.sum().backward()
+    for s, regularizer in enumerate(regularizers):
+        own = features.detach()[s].clone().requires_grad_(True)
+        out = regularizer(own)
+        out.objective.backward()
+        torch.testing.assert_close(objectives[s], out.objective.detach())
+        torch.testing.assert_close(stats[s], torch.stack(list(out.statistics().values())))
+        torch.testing.assert_close(features.grad[s], own.grad)
+        for name, param in regularizer.named_parameters():
+            torch.testing.assert_close(params[name].grad[s], param.grad, msg=name)
+    assert objectives.abs().min() > 0  # a real loss, not the empty-batch zero
+
+
+def test_atom_loss_under_vmap_equals_a_loop_with_masks():
+    q = torch.rand(4, 5, 7) * 2 - 1
+    p = torch.randn(4, 5, 7, 3, requires_grad=True)
+    mask = torch.rand(4, 5, 7) > 0.3
+    mask[:, :, 0] = True
+    values = torch.func.vmap(hf_atom.atom_loss)(q, p, mask)
+    (grad,) = torch.autograd.grad(values.sum(), p)
+    for s in range(4):
+        own = p.detach()[s].clone().requires_grad_(True)
+        value = hf_atom.atom_loss(q[s], own, mask[s])
+        value.backward()
+        torch.testing.assert_close(values[s], value.detach())
+        torch.testing.assert_close(grad[s], own.grad)
+
+
+def test_resume_continues_bit_for_bit(tmp_path, monkeypatch):
+    """A run killed right after its step-20 checkpoint, resumed with --resume, ends with the same tensors, history
+    and statistics as an uninterrupted run (streams, Adam moments, BatchNorm statistics all restored)."""
+    import gan_ensemble
+
+    def flags(out, *extra):
+        return ["--datasets", "grid", "--methods", "gan,atom:1", "--seeds", "0,1", "--output_dir", str(out),
+                "--max_steps", "40", "--save_steps", "20", "--eval_steps", "10", *NETWORK, *TRAINING, *extra]  # fmt: skip
+
+    quiet = {"log": lambda *_: None}
+    gan_ensemble.train_ensemble(*gan_ensemble.parse(flags(tmp_path / "straight")), **quiet)
+
+    save = gan_ensemble.save_checkpoint
+
+    def save_then_die(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # the kill arrives right after the checkpoint is on disk
+
+    monkeypatch.setattr(gan_ensemble, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        gan_ensemble.train_ensemble(*gan_ensemble.parse(flags(tmp_path / "cut")), **quiet)
+    monkeypatch.setattr(gan_ensemble, "save_checkpoint", save)
+    assert torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["step"] == 20
+    assert not (tmp_path / "cut" / "runs").exists()
+    gan_ensemble.train_ensemble(*gan_ensemble.parse(flags(tmp_path / "cut", "--resume", "true")), **quiet)
+
+    straight = torch.load(tmp_path / "straight" / "checkpoint.pt", weights_only=True)
+    resumed = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
+    for key, value in straight["ensemble"].items():
+        assert torch.equal(value, resumed["ensemble"][key]), key
+    # JSON text, not ==: an empty histogram's reverse KL is NaN, and NaN != NaN.
+    assert json.dumps(straight["history"]) == json.dumps(resumed["history"]) and len(straight["history"][0]) == 4
+    for name in os.listdir(tmp_path / "straight" / "runs"):
+        a = json.loads((tmp_path / "straight" / "runs" / name).read_text())
+        b = json.loads((tmp_path / "cut" / "runs" / name).read_text())
+        assert json.dumps(a["history"]) == json.dumps(b["history"]) and a["atom_stats_mean"] == b["atom_stats_mean"]
+
+
+def test_bad_input_is_named_before_training(tmp_path):
+    import gan_ensemble
+
+    base = ["--output_dir", str(tmp_path / "x"), *NETWORK]
+    with pytest.raises(ValueError, match="mixes discriminator input widths"):
+        gan_ensemble.parse([*base, "--methods", "gan,pacgan:2"])
+    with pytest.raises(ValueError, match="--seeds"):
+        gan_ensemble.parse([*base, "--seeds", "-1"])
+    with pytest.raises(ValueError, match="--seeds"):
+        gan_ensemble.parse([*base, "--seeds", "a-b"])
+    with pytest.raises(ValueError, match="pack size"):
+        gan_ensemble.parse([*base, "--methods", "pacgan:1"])
+    with pytest.raises(ValueError, match="lambda"):
+        gan_ensemble.parse([*base, "--methods", "atom:nan"])
+    with pytest.raises(ValueError, match="BatchNorm"):
+        gan_ensemble.parse([*base, "--batch_size", "1"])
+    with pytest.raises(ValueError, match="name a run twice"):
+        gan_ensemble.parse([*base, "--methods", "gan,gan"])
+
+    flags = ["--max_steps", "2", "--output_dir", str(tmp_path / "run"), *NETWORK]
+    args, atom_args = gan_ensemble.parse(flags)
+    gan_ensemble.train_ensemble(args, atom_args, log=lambda *_: None)
+    with pytest.raises(ValueError, match="pass --resume"):
+        gan_ensemble.train_ensemble(*gan_ensemble.parse(flags), log=lambda *_: None)
+    with pytest.raises(ValueError, match="learning_rate differ"):
+        gan_ensemble.train_ensemble(
+            *gan_ensemble.parse([*flags, "--resume", "true", "--learning_rate", "0.5"]), log=lambda *_: None
+        )
