@@ -24,7 +24,6 @@ import math
 import os
 import sys
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
@@ -118,7 +117,10 @@ class EnsembleArguments:
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every member every this many steps (0: end only)."})
     save_steps: int = field(default=0, metadata={"help": "Write checkpoint.pt every this many steps (0: never)."})
     resume: bool = field(default=False, metadata={"help": "Continue from output_dir/checkpoint.pt (same settings)."})
-    precision: str = field(default="fp32", metadata={"help": "`fp32`, or `bf16` autocast of the matmuls."})
+    precision: str = field(
+        default="fp32",
+        metadata={"help": "`fp32`, or `bf16` matmuls and activations (fp32 parameters, Adam and BatchNorm stats)."},
+    )
     rng: str = field(
         default="per_member",
         metadata={"help": "`per_member`: each member replays its single run's stream (exact); `shared`: one draw."},
@@ -238,13 +240,14 @@ class MixtureGanEnsemble(nn.Module):
         self.g_out_weight = stack([g.out.weight for g in generators], transpose=True)
         self.g_out_bias = stack([g.out.bias for g in generators])
         self.bn_momentum, self.bn_eps = generators[0].hidden[0][1].momentum, generators[0].hidden[0][1].eps
-        # Discriminator: maxout layers (S, in, units * pieces) and the logit layer.
+        # Discriminator: maxout layers as (S, in, pieces * units), piece-major (the single run's features are
+        # unit-major, u * pieces + k): the max over pieces is then over a middle axis, which vectorises on a CPU.
+        num_layers = len(discriminators[0].layers)
+        order = torch.arange(args.disc_units * args.disc_pieces).view(args.disc_units, args.disc_pieces).t().reshape(-1)
         self.d_weights = nn.ParameterList(
-            stack([d.layers[i].linear.weight for d in discriminators], transpose=True) for i in range(len(discriminators[0].layers))
+            stack([d.layers[i].linear.weight[order] for d in discriminators], transpose=True) for i in range(num_layers)
         )
-        self.d_biases = nn.ParameterList(
-            stack([d.layers[i].linear.bias for d in discriminators]) for i in range(len(discriminators[0].layers))
-        )
+        self.d_biases = nn.ParameterList(stack([d.layers[i].linear.bias[order] for d in discriminators]) for i in range(num_layers))
         self.d_out_weight = stack([d.out.weight for d in discriminators], transpose=True)
         self.d_out_bias = stack([d.out.bias for d in discriminators])
         # Atom heads of the atom members, run per member under vmap over one template regularizer.
@@ -285,21 +288,29 @@ class MixtureGanEnsemble(nn.Module):
         )
         return out.view(batch, members, width).transpose(0, 1)
 
-    def generate(self, z: torch.Tensor, training: bool = True) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """z (S, B, 2) -> samples (S, B, 2) and the hidden activations [(S, B, H)] of every layer."""
-        hidden, x = [], z
-        for i, weight in enumerate(self.g_weights):
-            x = torch.relu(self._batch_norm(torch.bmm(x, weight), i, training))
-            hidden.append(x)
-        return torch.baddbmm(self.g_out_bias[:, None, :], x, self.g_out_weight), hidden
+    def generate(
+        self, z: torch.Tensor, training: bool = True, dtype: Optional[torch.dtype] = None
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """z (S, B, 2) -> samples (S, B, 2) and the hidden activations [(S, B, H)] of every layer.
 
-    def discriminate(self, x: torch.Tensor) -> torch.Tensor:
+        `dtype=torch.bfloat16` runs the matmuls and activations in bf16 (BatchNorm statistics and parameters stay
+        float32): each weight is cast once per call, activations are never cast back and forth as under autocast.
+        """
+        hidden, x = [], z if dtype is None else z.to(dtype)
+        for i, weight in enumerate(self.g_weights):
+            x = torch.relu(self._batch_norm(torch.bmm(x, _cast(weight, dtype)), i, training))
+            hidden.append(x)
+        return torch.baddbmm(_cast(self.g_out_bias, dtype)[:, None, :], x, _cast(self.g_out_weight, dtype)), hidden
+
+    def discriminate(self, x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
         """x (S, B, 2 m) -> logits (S, B)."""
         members, batch = x.shape[:2]
+        x = x if dtype is None else x.to(dtype)
         for weight, bias in zip(self.d_weights, self.d_biases):
-            x = torch.baddbmm(bias[:, None, :], x, weight).view(members, batch, self.disc_units, self.disc_pieces)
-            x = x.amax(dim=-1)
-        return torch.baddbmm(self.d_out_bias[:, None, :], x, self.d_out_weight).squeeze(-1)
+            x = torch.baddbmm(_cast(bias, dtype)[:, None, :], x, _cast(weight, dtype))
+            # max (not amax): its backward scatters to the argmax instead of comparing and counting ties
+            x = x.view(members, batch, self.disc_pieces, self.disc_units).max(dim=2).values
+        return torch.baddbmm(_cast(self.d_out_bias, dtype)[:, None, :], x, _cast(self.d_out_weight, dtype)).squeeze(-1)
 
     def atom_objective(self, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Sum over atom members of lambda_s * (L_A + charge term), and their statistics (S_atom, 9)."""
@@ -329,6 +340,10 @@ class MixtureGanEnsemble(nn.Module):
         state["out.weight"] = self.g_out_weight[index].t()
         state["out.bias"] = self.g_out_bias[index]
         return state
+
+
+def _cast(tensor: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+    return tensor if dtype is None else tensor.to(dtype)
 
 
 def pack_members(samples: torch.Tensor, pack_size: int) -> torch.Tensor:
@@ -367,7 +382,7 @@ class MemberStreams:
 
 
 def _softplus_mean(logits: torch.Tensor) -> torch.Tensor:
-    """Per-member mean of softplus(logits) (S,), in float32 at least (bf16 logits under autocast)."""
+    """Per-member mean of softplus(logits) (S,), in float32 at least (bf16 logits)."""
     return F.softplus(logits.float() if logits.element_size() < 4 else logits).mean(dim=1)
 
 
@@ -414,9 +429,7 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
     elif os.path.exists(checkpoint_path):
         raise ValueError(f"{checkpoint_path} exists: pass --resume to continue it, or choose a new --output_dir.")
 
-    autocast = (
-        torch.autocast(device_type=device.type, dtype=torch.bfloat16) if args.precision == "bf16" else nullcontext()
-    )
+    dtype = torch.bfloat16 if args.precision == "bf16" else None
     m, n = args.pack_size, args.batch_size * args.pack_size
     d_params = ensemble.discriminator_parameters()
     has_atom = bool(ensemble.atom_index)
@@ -429,27 +442,25 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
         # Discriminator step: real vs detached fake; the members' losses are summed (disjoint parameters).
         index = streams.randint(args.num_train, n)
         real = torch.gather(train_sets, 1, index[:, :, None].expand(-1, -1, 2))
-        with autocast:
-            with torch.no_grad():
-                fake, _ = ensemble.generate(streams.randn(n))
-            d_loss = (
-                _softplus_mean(-ensemble.discriminate(pack_members(real, m)))
-                + _softplus_mean(ensemble.discriminate(pack_members(fake, m)))
-            ).sum()
+        with torch.no_grad():
+            fake, _ = ensemble.generate(streams.randn(n), dtype=dtype)
+        d_loss = (
+            _softplus_mean(-ensemble.discriminate(pack_members(real, m), dtype=dtype))
+            + _softplus_mean(ensemble.discriminate(pack_members(fake, m), dtype=dtype))
+        ).sum()
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
         # Generator step; D's weight gradients are never needed here, so they are not computed.
         for param in d_params:
             param.requires_grad_(False)
-        with autocast:
-            fake, hidden = ensemble.generate(streams.randn(n))
-            g_loss = _softplus_mean(-ensemble.discriminate(pack_members(fake, m))).sum()
-            objective = g_loss
-            if has_atom:
-                atom, stats = ensemble.atom_objective(hidden)
-                objective = objective + atom
-                atom_sum += stats.detach().float()
+        fake, hidden = ensemble.generate(streams.randn(n), dtype=dtype)
+        g_loss = _softplus_mean(-ensemble.discriminate(pack_members(fake, m), dtype=dtype)).sum()
+        objective = g_loss
+        if has_atom:
+            atom, stats = ensemble.atom_objective(hidden)
+            objective = objective + atom
+            atom_sum += stats.detach().float()
         g_opt.zero_grad(set_to_none=True)
         objective.backward()
         g_opt.step()
