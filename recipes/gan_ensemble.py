@@ -125,6 +125,10 @@ class EnsembleArguments:
         default="per_member",
         metadata={"help": "`per_member`: each member replays its single run's stream (exact); `shared`: one draw."},
     )
+    cuda_graph: bool = field(
+        default=False,
+        metadata={"help": "CUDA only: capture one training step as a CUDA graph and replay it (no launch overhead)."},
+    )
     num_train: int = field(default=100_000)
     num_eval_samples: int = field(default=2_500)
     hidden_size: int = field(default=400)
@@ -156,6 +160,8 @@ class EnsembleArguments:
                 raise ValueError(f"--{name} must be one of {choices}, got {getattr(self, name)!r}.")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"--num_threads must be >= 1, got {self.num_threads}.")
+        if self.cuda_graph and self.rng != "shared":
+            raise ValueError("--cuda_graph needs --rng shared: a graph replays the default CUDA generator only.")
 
     @property
     def pack_size(self) -> int:
@@ -163,7 +169,7 @@ class EnsembleArguments:
 
     def settings(self) -> dict:
         """What a checkpoint must agree with to be resumed (everything but the output folder and resume flags)."""
-        skip = {"output_dir", "resume", "num_threads", "device"}
+        skip = {"output_dir", "resume", "num_threads", "device", "cuda_graph"}
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -354,14 +360,21 @@ def pack_members(samples: torch.Tensor, pack_size: int) -> torch.Tensor:
 
 
 class MemberStreams:
-    """The batches and noise of every member: its own generator (`per_member`, exact) or one shared draw."""
+    """The batches and noise of every member: its own generator (`per_member`, exact: member s replays the stream of
+    `gan_mixture.py --seed s`) or one draw for all (`shared`: one kernel per draw, what a GPU wants).
 
-    def __init__(self, members: Sequence[EnsembleMember], mode: str, device: torch.device):
-        self.mode = mode
+    `default_generator=True` (CUDA graphs) draws from the device's default generator, which graph replays advance.
+    """
+
+    def __init__(self, members: Sequence[EnsembleMember], mode: str, device: torch.device, default_generator=False):
+        self.mode, self.num_members, self.device = mode, len(members), device
         seeds = [data_seed(m.seed) for m in members]
-        count = 1 if mode == "shared" else len(members)
-        self.generators = [torch.Generator(device=device).manual_seed(seeds[i]) for i in range(count)]
-        self.num_members, self.device = len(members), device
+        if default_generator:
+            torch.cuda.manual_seed(seeds[0])
+            self.generators = [None]
+        else:
+            count = 1 if mode == "shared" else len(members)
+            self.generators = [torch.Generator(device=device).manual_seed(seeds[i]) for i in range(count)]
 
     def randint(self, high: int, n: int) -> torch.Tensor:
         if self.mode == "shared":
@@ -374,9 +387,14 @@ class MemberStreams:
         return torch.stack([torch.randn(n, 2, device=self.device, generator=g) for g in self.generators])
 
     def state(self) -> list[torch.Tensor]:
+        if self.generators == [None]:
+            return [torch.cuda.get_rng_state(self.device)]
         return [g.get_state() for g in self.generators]
 
     def load(self, states: list[torch.Tensor]) -> None:
+        if self.generators == [None]:
+            torch.cuda.set_rng_state(states[0], self.device)
+            return
         for g, s in zip(self.generators, states):
             g.set_state(s)
 
@@ -386,14 +404,25 @@ def _softplus_mean(logits: torch.Tensor) -> torch.Tensor:
     return F.softplus(logits.float() if logits.element_size() < 4 else logits).mean(dim=1)
 
 
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is visible; use --device cpu (or auto).")
+    return torch.device(name)
+
+
 def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=print) -> dict:
     """Trains every member for `args.max_steps` steps (one D and one G update each), evaluating every
     `eval_steps`, checkpointing every `save_steps`; writes `runs/<member>.json` and returns the summary."""
     if args.num_threads is not None:
         torch.set_num_threads(args.num_threads)
-    device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else
-                          "cpu" if args.device == "auto" else args.device)  # fmt: skip
+    device = resolve_device(args.device)
+    use_graph = args.cuda_graph and device.type == "cuda"
     os.makedirs(args.output_dir, exist_ok=True)
+    checkpoint_path = os.path.join(args.output_dir, CHECKPOINT)
+    if os.path.exists(checkpoint_path) and not args.resume:
+        raise ValueError(f"{checkpoint_path} exists: pass --resume to continue it, or choose a new --output_dir.")
     members = args.members
     ensemble = MixtureGanEnsemble(members, args, atom_args).to(device)
     specs = [mixture_spec(m.dataset) for m in members]
@@ -401,14 +430,15 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
         [sample_mixture(spec, args.num_train, torch.Generator().manual_seed(m.seed)) for m, spec in zip(members, specs)]
     ).to(device)
     eval_gens = [torch.Generator().manual_seed(10_000 + m.seed) for m in members]
-    streams = MemberStreams(members, args.rng, device)
-    betas = (args.adam_beta1, args.adam_beta2)
-    g_opt = torch.optim.Adam(ensemble.generator_parameters(), lr=args.learning_rate, betas=betas)
-    d_opt = torch.optim.Adam(ensemble.discriminator_parameters(), lr=args.learning_rate, betas=betas)
+    streams = MemberStreams(members, args.rng, device, default_generator=use_graph)
+    # Under a CUDA graph the learning rate is a device tensor that the schedule fills between replays.
+    lr = torch.tensor(args.learning_rate, device=device) if use_graph else args.learning_rate
+    adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "capturable": use_graph}
+    g_opt = torch.optim.Adam(ensemble.generator_parameters(), **adam)
+    d_opt = torch.optim.Adam(ensemble.discriminator_parameters(), **adam)
     history: list[list[dict]] = [[] for _ in members]
     start_step, wall_before = 0, 0.0
     atom_sum = torch.zeros(len(ensemble.atom_index), 9, device=device)
-    checkpoint_path = os.path.join(args.output_dir, CHECKPOINT)
     if args.resume and os.path.exists(checkpoint_path):
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         if state["settings"] != args.settings():
@@ -424,22 +454,17 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
         for g, s in zip(eval_gens, state["eval_streams"]):
             g.set_state(s.cpu())
         history, start_step, wall_before = state["history"], state["step"], state["wall_s"]
-        atom_sum = state["atom_sum"].to(device)
+        atom_sum.copy_(state["atom_sum"])
         log(f"resumed {len(members)} members from {checkpoint_path} at step {start_step}")
-    elif os.path.exists(checkpoint_path):
-        raise ValueError(f"{checkpoint_path} exists: pass --resume to continue it, or choose a new --output_dir.")
 
     dtype = torch.bfloat16 if args.precision == "bf16" else None
     m, n = args.pack_size, args.batch_size * args.pack_size
     d_params = ensemble.discriminator_parameters()
     has_atom = bool(ensemble.atom_index)
-    start = time.perf_counter()
-    for step in range(start_step + 1, args.max_steps + 1):
-        factor = lr_factor(step - 1, args.max_steps, args.lr_scheduler_type)
-        for opt in (d_opt, g_opt):
-            for group in opt.param_groups:
-                group["lr"] = args.learning_rate * factor
-        # Discriminator step: real vs detached fake; the members' losses are summed (disjoint parameters).
+
+    def train_step() -> None:
+        """One D update and one G update of every member; no host synchronisation (graph-capturable)."""
+        # Discriminator: real vs detached fake; the members' losses are summed (their parameters are disjoint).
         index = streams.randint(args.num_train, n)
         real = torch.gather(train_sets, 1, index[:, :, None].expand(-1, -1, 2))
         with torch.no_grad():
@@ -451,25 +476,50 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
-        # Generator step; D's weight gradients are never needed here, so they are not computed.
+        # Generator: D's weight gradients are never needed here, so they are not computed.
         for param in d_params:
             param.requires_grad_(False)
         fake, hidden = ensemble.generate(streams.randn(n), dtype=dtype)
-        g_loss = _softplus_mean(-ensemble.discriminate(pack_members(fake, m), dtype=dtype)).sum()
-        objective = g_loss
+        objective = _softplus_mean(-ensemble.discriminate(pack_members(fake, m), dtype=dtype)).sum()
         if has_atom:
             atom, stats = ensemble.atom_objective(hidden)
             objective = objective + atom
-            atom_sum += stats.detach().float()
+            atom_sum.add_(stats.detach().float())
         g_opt.zero_grad(set_to_none=True)
         objective.backward()
         g_opt.step()
         for param in d_params:
             param.requires_grad_(True)
 
+    def set_lr(step: int) -> None:
+        value = args.learning_rate * lr_factor(step - 1, args.max_steps, args.lr_scheduler_type)
+        for opt in (d_opt, g_opt):
+            for group in opt.param_groups:
+                if use_graph:
+                    group["lr"].fill_(value)
+                else:
+                    group["lr"] = value
+
+    run_step, graph_warmup = train_step, 3
+    start = time.perf_counter()
+    for step in range(start_step + 1, args.max_steps + 1):
+        set_lr(step)
+        if use_graph and run_step is train_step and step > start_step + graph_warmup:
+            run_step = _capture(train_step)  # after a few eager steps on a side stream, as CUDA graphs require
+        if use_graph and run_step is train_step:
+            side = torch.cuda.Stream()
+            side.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(side):
+                train_step()
+            torch.cuda.current_stream().wait_stream(side)
+        else:
+            run_step()
         if (args.eval_steps and step % args.eval_steps == 0) or step == args.max_steps:
-            for i, row in enumerate(evaluate_members(ensemble, specs, eval_gens, args.num_eval_samples, device)):
+            rows, samples = evaluate_members(ensemble, specs, eval_gens, args.num_eval_samples, device)
+            for i, row in enumerate(rows):
                 history[i].append({"step": step, **row})
+            if step == args.max_steps:  # the final points of every member, for scatter plots
+                torch.save(samples, os.path.join(args.output_dir, "samples.pt"))
         if (args.save_steps and step % args.save_steps == 0) or step == args.max_steps:
             wall = wall_before + time.perf_counter() - start
             save_checkpoint(checkpoint_path, ensemble, g_opt, d_opt, streams, eval_gens, history, step, wall,
@@ -478,10 +528,19 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
     return write_member_results(args, atom_args, ensemble, history, wall, atom_sum, device)
 
 
+def _capture(step_fn):
+    """Records `step_fn` (kernels only) into a CUDA graph; returns its replay."""
+    graph = torch.cuda.CUDAGraph()
+    torch.cuda.synchronize()
+    with torch.cuda.graph(graph):
+        step_fn()
+    return graph.replay
+
+
 @torch.no_grad()
-def evaluate_members(ensemble, specs, eval_gens, num_samples: int, device) -> list[dict]:
+def evaluate_members(ensemble, specs, eval_gens, num_samples: int, device) -> tuple[list[dict], torch.Tensor]:
     """Each member's mode metrics on `num_samples` points from its own evaluation stream (BatchNorm in eval mode,
-    fp32), as `gan_mixture.py` scores a single run."""
+    fp32), as `gan_mixture.py` scores a single run; and the points, (S, num_samples, 2) on the CPU."""
     z = torch.stack([torch.randn(num_samples, 2, generator=g) for g in eval_gens]).to(device)
     samples, _ = ensemble.generate(z, training=False)
     samples = samples.float().cpu()
@@ -490,7 +549,7 @@ def evaluate_members(ensemble, specs, eval_gens, num_samples: int, device) -> li
         finite = bool(torch.isfinite(member_samples).all())
         metrics = mixture_mode_metrics(torch.nan_to_num(member_samples, nan=1e6), spec)
         rows.append({**metrics, "finite": finite})
-    return rows
+    return rows, samples
 
 
 def save_checkpoint(path, ensemble, g_opt, d_opt, streams, eval_gens, history, step, wall, atom_sum, args) -> None:

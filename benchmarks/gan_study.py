@@ -1,0 +1,290 @@
+"""The mode-collapse study on the 2D mixtures: ensembles of runs (recipes/gan_ensemble.py), then tables with
+mean +- standard error and paired tests against the `gan` control, curves, and sample scatters.
+
+    python benchmarks/gan_study.py run --study cpu             # every ensemble of the CPU study, resumable
+    python benchmarks/gan_study.py run --study cpu --only main_s0-4
+    python benchmarks/gan_study.py summarize --study cpu       # tables.md, stats.json, curves.png, scatter.png
+
+A study is a list of ensembles (one program each, `--resume` when its checkpoint exists, so a cut run continues
+where it stopped). Finished members are copied as one JSON each to docs/results/gan_study/<study>/runs/, which is
+what `summarize` reads: a half-finished ensemble contributes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+from collections import defaultdict
+from typing import Optional
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+RESULTS = os.path.join(ROOT, "docs", "results", "gan_study")
+OUTPUTS = os.path.join(ROOT, "outputs", "gan_study")
+
+# The CPU budget (ours, calibrated in docs/GENERATION.md): the protocol's networks and batch, Adam lr 1e-3 with
+# beta1 0.5 decayed linearly to 0, one thread per program, bf16 matmuls (the fp32 control is run beside it).
+CPU_BUDGET = ["--max_steps", "20000", "--learning_rate", "1e-3", "--adam_beta1", "0.5", "--lr_scheduler_type",
+              "linear", "--eval_steps", "1000", "--save_steps", "1000", "--num_threads", "1"]  # fmt: skip
+BF16 = ["--precision", "bf16"]
+BOTH = ["--datasets", "grid,ring"]
+
+STUDIES: dict[str, list[tuple[str, list[str]]]] = {
+    "cpu": [
+        ("main_s0-4", [*BOTH, "--methods", "gan,atom:0.1,atom:1", "--seeds", "0-4", *CPU_BUDGET, *BF16]),
+        ("pacgan_s0-4", [*BOTH, "--methods", "pacgan:2", "--seeds", "0-4", *CPU_BUDGET, *BF16]),
+        ("sweep_grid_s0-2", ["--datasets", "grid", "--methods", "atom:0.01,atom:0.3,atom:3,atom:10", "--seeds", "0-2",
+                             *CPU_BUDGET, *BF16]),  # fmt: skip
+        ("fp32_control_s0-4", [*BOTH, "--methods", "gan", "--seeds", "0-4", *CPU_BUDGET]),
+        ("main_s5-9", [*BOTH, "--methods", "gan,atom:0.1,atom:1", "--seeds", "5-9", *CPU_BUDGET, *BF16]),
+        ("pacgan_s5-9", [*BOTH, "--methods", "pacgan:2", "--seeds", "5-9", *CPU_BUDGET, *BF16]),
+    ],
+}
+
+METRICS = (("modes", "modes"), ("high_quality", "high quality"), ("reverse_kl", "reverse KL"))
+CONTROL = "gan"
+
+
+def method_of(run: dict) -> str:
+    """Row label: gan, pacgan2, atom_w0.1, ...; fp32 runs get a suffix so they never mix with bf16 ones."""
+    label = run["name"].split("__")[1]
+    return label + (" (fp32)" if run["settings"].get("precision") == "fp32" else "")
+
+
+def run_study(study: str, only: Optional[str] = None, outputs: str = OUTPUTS, results: str = RESULTS) -> None:
+    """Runs every ensemble of `study` (or just `only`) in turn, each in its own process."""
+    for name, flags in STUDIES[study]:
+        if only and name != only:
+            continue
+        out = os.path.join(outputs, study, name)
+        target = os.path.join(results, study, "runs")
+        summary = os.path.join(out, "summary.json")
+        if not os.path.exists(summary):
+            resume = ["--resume", "true"] if os.path.exists(os.path.join(out, "checkpoint.pt")) else []
+            command = [sys.executable, os.path.join(ROOT, "recipes", "gan_ensemble.py"), *flags,
+                       "--output_dir", out, *resume]  # fmt: skip
+            print(f"[{study}/{name}] {' '.join(command[1:])}", flush=True)
+            subprocess.run(command, check=True)
+        os.makedirs(target, exist_ok=True)
+        for file in sorted(os.listdir(os.path.join(out, "runs"))):
+            shutil.copyfile(os.path.join(out, "runs", file), os.path.join(target, file))
+
+
+def load_runs(folder: str) -> list[dict]:
+    runs = []
+    for file in sorted(os.listdir(folder)):
+        if file.endswith(".json"):
+            with open(os.path.join(folder, file), encoding="utf-8") as handle:
+                runs.append(json.load(handle))
+    return runs
+
+
+def mean_se(values: list[float]) -> tuple[float, float]:
+    """Mean and standard error (sample std / sqrt(n)); se is NaN for one value."""
+    values = [v for v in values if v is not None and not math.isnan(v)]
+    if not values:
+        return math.nan, math.nan
+    mean = sum(values) / len(values)
+    if len(values) < 2:
+        return mean, math.nan
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
+    return mean, math.sqrt(var / len(values))
+
+
+def paired_test(control: dict[int, float], method: dict[int, float]) -> dict:
+    """Wilcoxon signed-rank (two-sided, zero differences split) and a sign test over the seeds both have."""
+    from scipy.stats import binomtest, wilcoxon
+
+    seeds = sorted(s for s in control if s in method and not math.isnan(control[s]) and not math.isnan(method[s]))
+    diffs = [method[s] - control[s] for s in seeds]
+    better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
+    out = {"n": len(seeds), "higher": better, "lower": worse, "ties": len(seeds) - better - worse}
+    if len(seeds) < 2 or better + worse == 0:
+        out.update(wilcoxon_p=1.0 if seeds else math.nan, sign_p=1.0 if seeds else math.nan)
+        return out
+    out["wilcoxon_p"] = float(wilcoxon(diffs, zero_method="zsplit", alternative="two-sided").pvalue)
+    out["sign_p"] = float(binomtest(better, better + worse, 0.5).pvalue)
+    return out
+
+
+def final_value(run: dict, key: str) -> float:
+    value = run["final"][key]
+    return math.nan if value is None else float(value)
+
+
+def summarize(runs: list[dict]) -> dict:
+    """{dataset: {method: {metric: {mean, se, n, test}}}} with the paired tests against the control."""
+    grouped: dict[str, dict[str, dict[int, dict]]] = defaultdict(lambda: defaultdict(dict))
+    for run in runs:
+        grouped[run["member"]["dataset"]][method_of(run)][run["member"]["seed"]] = run
+    table: dict = {}
+    for dataset, methods in sorted(grouped.items()):
+        table[dataset] = {}
+        control = methods.get(CONTROL, {})
+        for method, by_seed in sorted(methods.items(), key=lambda kv: _method_order(kv[0])):
+            row = {"seeds": sorted(by_seed)}
+            for key, _ in METRICS:
+                values = {seed: final_value(run, key) for seed, run in by_seed.items()}
+                mean, se = mean_se(list(values.values()))
+                row[key] = {"mean": mean, "se": se, "nan_runs": sum(math.isnan(v) for v in values.values())}
+                if method != CONTROL and control:
+                    row[key]["vs_control"] = paired_test({s: final_value(r, key) for s, r in control.items()}, values)
+            row["all_modes"] = sum(run["final"]["modes"] == len(run["final"]["mode_counts"]) for run in by_seed.values())
+            table[dataset][method] = row
+    return table
+
+
+def _method_order(method: str) -> tuple:
+    base = method.split(" ")[0]
+    rank = 0 if base == "gan" else 1 if base.startswith("pacgan") else 2
+    weight = float(base.split("_w")[1]) if "_w" in base else 0.0
+    return (rank, weight, method)
+
+
+def _fmt(value: float, digits: int) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+def tables_markdown(table: dict) -> str:
+    """One table per dataset: mean +- s.e. per metric, all-modes count, and the paired test p-values."""
+    lines = []
+    for dataset, methods in table.items():
+        lines += [f"**{dataset}**", "",
+                  "| method | seeds | modes | high quality | reverse KL | all modes | p modes | p HQ | p rKL |",
+                  "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
+        for method, row in methods.items():
+            cells = []
+            for key, _ in METRICS:
+                scale, digits = (100, 1) if key == "high_quality" else (1, 2 if key == "modes" else 3)
+                cell = f"{_fmt(row[key]['mean'] * scale, digits)} ± {_fmt(row[key]['se'] * scale, digits)}"
+                cells.append(cell + (f" ({row[key]['nan_runs']} n/a)" if row[key]["nan_runs"] else ""))
+            tests = []
+            for key, _ in METRICS:
+                test = row[key].get("vs_control")
+                tests.append("control" if test is None else f"{_fmt(test['wilcoxon_p'], 3)} ({test['higher']}↑ {test['lower']}↓)")
+            n = len(row["seeds"])
+            lines.append(f"| {method} | {n} | {' | '.join(cells)} | {row['all_modes']}/{n} | {' | '.join(tests)} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot_curves(runs: list[dict], path: str) -> None:
+    """Modes and high-quality share against steps, mean with standard-error bands, one line per method."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    datasets = sorted({run["member"]["dataset"] for run in runs})
+    figure = Figure(figsize=(10, 3.6 * len(datasets)))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(datasets), 2, squeeze=False)
+    for row, dataset in enumerate(datasets):
+        by_method: dict[str, list[dict]] = defaultdict(list)
+        for run in runs:
+            if run["member"]["dataset"] == dataset:
+                by_method[method_of(run)].append(run)
+        for method, group in sorted(by_method.items(), key=lambda kv: _method_order(kv[0])):
+            steps = [h["step"] for h in group[0]["history"]]
+            for col, (key, label) in enumerate(METRICS[:2]):
+                scale = 100 if key == "high_quality" else 1
+                stats = [mean_se([scale * r["history"][i][key] for r in group if len(r["history"]) > i])
+                         for i in range(len(steps))]  # fmt: skip
+                mean = [m for m, _ in stats]
+                se = [0.0 if math.isnan(s) else s for _, s in stats]
+                ax = axes[row][col]
+                ax.plot(steps, mean, label=f"{method} (n={len(group)})")
+                ax.fill_between(steps, [m - s for m, s in zip(mean, se)], [m + s for m, s in zip(mean, se)], alpha=0.2)
+                ax.set_title(f"{dataset}: {label}{' (%)' if scale == 100 else ''}", fontsize=9)
+                ax.set_xlabel("step", fontsize=8)
+        axes[row][0].legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+
+
+def plot_scatter(outputs: str, runs: list[dict], path: str, seed: int = 0) -> bool:
+    """Final samples of one seed per (dataset, method) over the mixture's centres; False if no samples.pt is here."""
+    import torch
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from hf_atom.mode_metrics import mixture_spec
+
+    panels = []
+    for folder in sorted(os.listdir(outputs)) if os.path.isdir(outputs) else []:
+        summary_path = os.path.join(outputs, folder, "summary.json")
+        samples_path = os.path.join(outputs, folder, "samples.pt")
+        if not (os.path.exists(summary_path) and os.path.exists(samples_path)):
+            continue
+        with open(summary_path, encoding="utf-8") as handle:
+            names = [row["name"] for row in json.load(handle)["members"]]
+        samples = torch.load(samples_path, weights_only=True)
+        by_name = {run["name"]: run for run in runs}
+        for i, name in enumerate(names):
+            if name.endswith(f"__s{seed}") and name in by_name:
+                panels.append((by_name[name], samples[i]))
+    if not panels:
+        return False
+    panels.sort(key=lambda p: (p[0]["member"]["dataset"], _method_order(method_of(p[0]))))
+    columns = max(sum(p[0]["member"]["dataset"] == d for p in panels) for d in {p[0]["member"]["dataset"] for p in panels})
+    datasets = sorted({p[0]["member"]["dataset"] for p in panels})
+    figure = Figure(figsize=(2.6 * columns, 2.8 * len(datasets)))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(len(datasets), columns, squeeze=False)
+    for r, dataset in enumerate(datasets):
+        row_panels = [p for p in panels if p[0]["member"]["dataset"] == dataset]
+        spec = mixture_spec(dataset)
+        for c in range(columns):
+            ax = axes[r][c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if c >= len(row_panels):
+                ax.axis("off")
+                continue
+            run, points = row_panels[c]
+            lim = 1.6 if dataset == "ring" else 5.5
+            ax.scatter(points[:, 0], points[:, 1], s=1, c="tab:red", alpha=0.4)
+            ax.scatter(spec.centres[:, 0], spec.centres[:, 1], s=10, marker="x", c="black")
+            ax.set_xlim(-lim, lim)
+            ax.set_ylim(-lim, lim)
+            final = run["final"]
+            ax.set_title(f"{dataset} {method_of(run)} s{seed}: {final['modes']} modes, "
+                         f"{100 * final['high_quality']:.0f}% HQ", fontsize=7)  # fmt: skip
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    return True
+
+
+def write_summary(study: str, results: str = RESULTS, outputs: str = OUTPUTS) -> str:
+    folder = os.path.join(results, study)
+    runs = load_runs(os.path.join(folder, "runs"))
+    if not runs:
+        raise SystemExit(f"No finished runs in {folder}/runs: run `python benchmarks/gan_study.py run --study {study}`.")
+    table = summarize(runs)
+    markdown = tables_markdown(table)
+    with open(os.path.join(folder, "tables.md"), "w", encoding="utf-8") as handle:
+        handle.write(markdown)
+    with open(os.path.join(folder, "stats.json"), "w", encoding="utf-8") as handle:
+        json.dump(table, handle, indent=2, sort_keys=True)
+    plot_curves(runs, os.path.join(folder, "curves.png"))
+    plot_scatter(os.path.join(outputs, study), runs, os.path.join(folder, "scatter.png"))
+    return markdown
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("command", choices=("run", "summarize"))
+    parser.add_argument("--study", default="cpu", choices=sorted(STUDIES))
+    parser.add_argument("--only", default=None, help="Run just this ensemble of the study.")
+    args = parser.parse_args(argv)
+    if args.only and args.only not in {name for name, _ in STUDIES[args.study]}:
+        parser.error(f"--only {args.only!r} is not an ensemble of study {args.study!r}: {[n for n, _ in STUDIES[args.study]]}")
+    if args.command == "run":
+        run_study(args.study, args.only)
+    print(write_summary(args.study))
+
+
+if __name__ == "__main__":
+    main()
