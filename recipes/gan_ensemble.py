@@ -433,7 +433,8 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
     streams = MemberStreams(members, args.rng, device, default_generator=use_graph)
     # Under a CUDA graph the learning rate is a device tensor that the schedule fills between replays.
     lr = torch.tensor(args.learning_rate, device=device) if use_graph else args.learning_rate
-    adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "capturable": use_graph}
+    # fused: one pass over each stacked tensor instead of ~8 (Adam was a fifth of a CPU step); the same formula.
+    adam = {"lr": lr, "betas": (args.adam_beta1, args.adam_beta2), "capturable": use_graph, "fused": True}
     g_opt = torch.optim.Adam(ensemble.generator_parameters(), **adam)
     d_opt = torch.optim.Adam(ensemble.discriminator_parameters(), **adam)
     history: list[list[dict]] = [[] for _ in members]
@@ -469,10 +470,10 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
         real = torch.gather(train_sets, 1, index[:, :, None].expand(-1, -1, 2))
         with torch.no_grad():
             fake, _ = ensemble.generate(streams.randn(n), dtype=dtype)
-        d_loss = (
-            _softplus_mean(-ensemble.discriminate(pack_members(real, m), dtype=dtype))
-            + _softplus_mean(ensemble.discriminate(pack_members(fake, m), dtype=dtype))
-        ).sum()
+        # One pass over real and fake together: D is per sample (no BatchNorm), so this equals two passes.
+        logits = ensemble.discriminate(torch.cat([pack_members(real, m), pack_members(fake, m)], dim=1), dtype=dtype)
+        real_logits, fake_logits = logits.split(args.batch_size, dim=1)
+        d_loss = (_softplus_mean(-real_logits) + _softplus_mean(fake_logits)).sum()
         d_opt.zero_grad(set_to_none=True)
         d_loss.backward()
         d_opt.step()
