@@ -266,6 +266,9 @@ class AtomMixin:
         )
 
 
+_ATTACH_CONFIG_KEYS = ("atom_config", "keys_to_ignore_at_inference")  # what `_attach_atom_head` writes on a config
+
+
 def with_atom(
     model: PreTrainedModel, config: Optional[AtomConfig] = None, *, token_selector: Optional[TokenSelector] = None
 ) -> PreTrainedModel:
@@ -297,10 +300,22 @@ def with_atom(
             model.atom_token_selector = token_selector
         return model
     reference = next((p for p in model.parameters() if p.is_floating_point()), None)
+    # Everything the attachment changes, so that a failure leaves the user's model exactly as it was.
+    original_class, old_head = model.__class__, model._modules.get("atom_head")
+    saved_config = {key: model.config.__dict__[key] for key in _ATTACH_CONFIG_KEYS if key in model.config.__dict__}
     model.__class__ = atom_class
-    if "atom_head" in model._modules:
-        del model._modules["atom_head"]
-    model._attach_atom_head(config or AtomConfig())
+    try:
+        if old_head is not None:
+            del model._modules["atom_head"]
+        model._attach_atom_head(config or AtomConfig())
+    except Exception:
+        model.__class__ = original_class
+        for key in _ATTACH_CONFIG_KEYS:
+            model.config.__dict__.pop(key, None)
+        model.config.__dict__.update(saved_config)
+        if old_head is not None:
+            model._modules["atom_head"] = old_head
+        raise
     if reference is not None:
         model.atom_head.to(device=reference.device, dtype=reference.dtype)
     if token_selector is not None:

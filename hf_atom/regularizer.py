@@ -30,7 +30,7 @@ from torch import nn
 from .configuration import AtomConfig
 from .distributed import cross_process_atom_loss, is_distributed
 from .heads import AtomHead
-from .loss import AtomLossOutput, charge_target_penalty
+from .loss import AtomLossOutput, atom_summaries, charge_target_penalty
 
 __all__ = ["ATOM_STATISTICS", "AtomObjective", "AtomRegularizer", "AtomRegularizerOutput"]
 
@@ -156,6 +156,7 @@ class AtomObjective(nn.Module):
         *,
         weight: Optional[float] = None,
         gather_across_processes: bool = False,
+        validate: bool = True,
     ) -> AtomRegularizerOutput:
         """Computes the objective for one batch.
 
@@ -167,12 +168,18 @@ class AtomObjective(nn.Module):
             gather_across_processes (`bool`, defaults to `False`): pair this process's samples with the samples of
                 every data-parallel process (autograd-aware all-gather of the per-sample summaries, D4). Ignored
                 when torch.distributed is not initialised with more than one process.
+            validate (`bool`, defaults to `True`): check the inputs against the loss's contract (`atom_loss`).
+                `False` for values that are only logged (e.g. lambda = 0), where a NaN must not stop training.
         """
         config = self.config
         if mask is None:
             mask = torch.ones(q.shape, dtype=torch.bool, device=q.device)
         mask = mask.bool()
-        summaries = self.loss_fn.summaries(q, p, mask)
+        summaries = (
+            self.loss_fn.summaries(q, p, mask)
+            if validate
+            else atom_summaries(q, p, mask, norm_ord=self.loss_fn.norm_ord)
+        )
         if gather_across_processes and is_distributed():
             energy, parts = cross_process_atom_loss(self.loss_fn, summaries)
         else:

@@ -39,6 +39,7 @@ from .configuration import HEAD, AtomConfig
 from .forward_capture import capture_atom_forwards, check_compute_loss_order
 from .model_card import add_atom_section
 from .modeling import ATOM_OUTPUT_KEYS, AtomMixin, with_atom
+from .peft_utils import add_atom_head_to_peft_config
 from .regularizer import AtomObjective
 from .tokens import TokenSelector
 from .training_args import AtomArgumentsMixin, AtomTrainingArguments
@@ -101,14 +102,15 @@ class AtomTrainerMixin:
                 f", got {type(args).__name__}. Make them with `hf_atom.atom_arguments_class({type(args).__name__})`: it "
                 "takes every field of that class plus the atom settings (e.g. --atom_weight)."
             )
-        if isinstance(model, str):
-            raise ValueError(
-                f"{type(self).__name__} needs a model object, got the name {model!r}. Load it first, e.g. "
-                "`AutoModelForCausalLM.from_pretrained(name)`, and pass the model."
-            )
         self._token_selector = token_selector
+        self._atom_off = False  # set when lambda = 0 and the model cannot take atom heads: the parent alone
+        if isinstance(model, str):
+            model = self._load_model_by_name(model, args, kwargs)
         if model is not None:
             model = self._prepare_atom_model(model, args)
+        if kwargs.get("peft_config") is not None and not self._atom_off:
+            # The parent applies the adapter after the heads are attached: keep them trainable and saved with it.
+            kwargs["peft_config"] = add_atom_head_to_peft_config(kwargs["peft_config"])
         if kwargs.get("model_init") is not None:  # only passed on when given: not every parent takes model_init
             user_init = kwargs["model_init"]
             kwargs["model_init"] = lambda *a: self._prepare_atom_model(user_init(*a), self.args)
@@ -120,7 +122,28 @@ class AtomTrainerMixin:
 
     # -- set-up -----------------------------------------------------------------------------------------
 
+    def _load_model_by_name(self, name: str, args: AtomArgumentsMixin, trainer_kwargs: dict) -> nn.Module:
+        """A model given by name, loaded the way the parent trainer loads one; `Trainer` itself takes objects only."""
+        raise ValueError(
+            f"{type(self).__name__} needs a model object, got the name {name!r}. Load it first, e.g. "
+            "`AutoModelForSequenceClassification.from_pretrained(name)`, and pass the model."
+        )
+
     def _prepare_atom_model(self, model: nn.Module, args: AtomArgumentsMixin) -> nn.Module:
+        try:
+            return self._attach_atom_heads(model, args)
+        except ValueError as error:
+            if args.atom_config.weight != 0:
+                raise
+            # lambda = 0: a drop-in takes whatever its parent takes, e.g. a model without transformers hidden states.
+            logger.warning(
+                f"Atom modeling is off for this run: {error} With atom_weight 0, {type(self).__name__} trains the "
+                f"model as {self._atom_parent_name} does and logs no atom statistics."
+            )
+            self._atom_off = True
+            return model
+
+    def _attach_atom_heads(self, model: nn.Module, args: AtomArgumentsMixin) -> nn.Module:
         base = _unwrap_peft(model)
         if base is not model and not isinstance(base, AtomMixin):
             raise ValueError(
@@ -159,7 +182,8 @@ class AtomTrainerMixin:
             return with_atom(model, args.atom_config, token_selector=self._token_selector)
 
     def _atom_model(self, model: nn.Module) -> AtomMixin:
-        base = _unwrap_peft(self.accelerator.unwrap_model(model))
+        # keep_torch_compile=False: under `torch_compile=True` the model is an OptimizedModule around the atom model
+        base = _unwrap_peft(self.accelerator.unwrap_model(model, keep_torch_compile=False))
         if not isinstance(base, AtomMixin):
             raise ValueError(
                 f"{type(self).__name__} needs an atom model, got {type(base).__name__}: pass a plain model and it "
@@ -184,6 +208,10 @@ class AtomTrainerMixin:
         return_outputs: bool = False,
         num_items_in_batch: Optional[Union[torch.Tensor, int]] = None,
     ):
+        if self._atom_off:
+            return super().compute_loss(
+                model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch
+            )
         atom_model = self._atom_model(model)
         with capture_atom_forwards(atom_model) as captured:
             result = super().compute_loss(
@@ -195,15 +223,20 @@ class AtomTrainerMixin:
 
         weight = self.atom_config.weight_at(self.state.global_step) if training else 0.0
         gather = self.atom_config.gather_across_processes and self.accelerator.num_processes > 1
-        atom = self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather)
-        self._atom_metrics.add("train" if training else "eval", task_loss, atom)
-        if not training:
+        if not training or (weight == 0 and self.accelerator.num_processes == 1):
+            # Only logged, never added to the loss: no graph, and no value checks, so inputs the parent accepts
+            # (e.g. NaN hidden states, which Trainer's logging_nan_inf_filter handles) never raise here. lambda = 0
+            # is the parent trainer exactly: the heads get no gradient, so even the global gradient norm of clipping
+            # is over the same gradients. Under data parallelism the zero term is still added below, since DDP needs
+            # every parameter to take part (the heads then get exact zero gradients).
+            with torch.no_grad():
+                atom = self.atom_objective(
+                    q.detach(), p.detach(), mask, weight=weight, gather_across_processes=gather, validate=False
+                )
+            self._atom_metrics.add("train" if training else "eval", task_loss, atom)
             return (task_loss, outputs) if return_outputs else task_loss  # eval_loss stays comparable with a baseline
-        if weight == 0 and self.accelerator.num_processes == 1:
-            # lambda = 0 is the parent trainer exactly: the heads get no gradient, so even the global gradient norm
-            # of clipping is computed over the same gradients. Under data parallelism the zero term is still added,
-            # since DDP needs every parameter to take part (the heads then get exact zero gradients).
-            return (task_loss, outputs) if return_outputs else task_loss
+        atom = self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather)
+        self._atom_metrics.add("train", task_loss, atom)
         atom.check_finite(task_loss, step=self.state.global_step)  # before backward: never NaN weights
         objective = atom.objective
         if self._parent_loss_is_scaled_for_ga(num_items_in_batch):

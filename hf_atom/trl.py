@@ -45,3 +45,33 @@ class AtomSFTTrainer(AtomTrainerMixin, SFTTrainer):
     """
 
     atom_arguments_class = AtomSFTConfig
+
+    def __init__(self, model=None, args=None, *trainer_args, **kwargs):
+        model_init_kwargs = getattr(args, "model_init_kwargs", None)
+        try:
+            super().__init__(model, args, *trainer_args, **kwargs)
+        finally:  # `_load_model_by_name` consumed them; the user's config object is left as it was given
+            if args is not None:
+                args.model_init_kwargs = model_init_kwargs
+
+    def _load_model_by_name(self, name: str, args, trainer_kwargs: dict):
+        """`SFTTrainer(model="org/name")`: loads it as trl does (`args.model_init_kwargs`, float32 unless `dtype`
+        says otherwise, the trainer's `quantization_config`, no device map under data parallelism), so that the atom
+        heads are attached before trl applies `peft_config` or wraps the model."""
+        from trl.trainer.utils import create_model_from_path
+
+        init_kwargs = dict(args.model_init_kwargs or {})
+        quantization_config = trainer_kwargs.pop("quantization_config", None)
+        if quantization_config is not None:
+            if "quantization_config" in init_kwargs:
+                raise ValueError(
+                    "`quantization_config` is set both as a trainer argument and in `args.model_init_kwargs`; set it "
+                    "in one place."
+                )
+            init_kwargs["quantization_config"] = quantization_config
+        if args.distributed_state.distributed_type in ("MULTI_GPU", "DEEPSPEED"):
+            init_kwargs["device_map"] = None
+        init_kwargs.setdefault("trust_remote_code", args.trust_remote_code)
+        model = create_model_from_path(name, **init_kwargs)
+        args.model_init_kwargs = None  # used here: trl would warn that they are ignored for a loaded model
+        return model

@@ -100,5 +100,8 @@ def test_impossible_combinations_raise(tmp_path):
 
     with pytest.raises(ValueError, match="needs arguments with the atom settings, e.g. `AtomSFTConfig`"):
         AtomSFTTrainer(model=llama_lm(), args=SFTConfig(output_dir=str(tmp_path), report_to="none", use_cpu=True))
+    # Trainer takes model objects only, so AtomTrainer does too (AtomSFTTrainer loads names as trl does: test_drop_in).
+    from hf_atom import AtomTrainingArguments
+
     with pytest.raises(ValueError, match="needs a model object"):
-        AtomSFTTrainer(model="HuggingFaceTB/SmolLM2-135M", args=AtomSFTConfig(output_dir=str(tmp_path), use_cpu=True))
+        AtomTrainer(model="HuggingFaceTB/SmolLM2-135M", args=AtomTrainingArguments(output_dir=str(tmp_path), use_cpu=True))

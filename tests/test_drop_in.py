@@ -1,0 +1,166 @@
+"""What a user of `Trainer` / trl's `SFTTrainer` hits first when swapping in ours (issue: drop-in, upstream suites):
+compiled models, peft_config, failed set-up, NaN hidden states and head-less models at lambda 0, models by name."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import transformers as T
+from test_trainer import arguments, backbone_state, seeded
+from tiny_models import bert, bert_no_dropout, llama_lm, text_dataset
+
+import hf_atom
+from hf_atom import AtomConfig, AtomTrainer, AtomTrainingArguments
+
+
+def test_a_compiled_model_is_unwrapped_to_the_atom_model(tmp_path):
+    """`torch_compile=True` hands compute_loss an OptimizedModule: the atom model must be found inside it."""
+    model = hf_atom.with_atom(seeded(bert))
+    trainer = AtomTrainer(model=model, args=arguments(AtomTrainingArguments, tmp_path, atom_weight=0.1))
+    compiled = torch.compile(model)  # nothing is compiled until it is called
+    assert trainer._atom_model(compiled) is model
+
+
+def test_a_failed_attachment_leaves_the_model_as_it_was(tmp_path):
+    model = seeded(bert)
+    before = (type(model), dict(model.config.__dict__), set(model._modules))
+    with pytest.raises(ValueError, match="hidden_layer"):
+        AtomTrainer(model=model, args=arguments(AtomTrainingArguments, tmp_path, atom_weight=0.1, atom_hidden_layer=7))
+    assert (type(model), dict(model.config.__dict__), set(model._modules)) == before
+    # ...so a plain Trainer still trains it.
+    T.Trainer(model=model, args=arguments(T.TrainingArguments, tmp_path, max_steps=1), train_dataset=text_dataset(4)).train()
+
+
+def _nan_bert():
+    model = seeded(bert_no_dropout)
+    with torch.no_grad():
+        model.bert.encoder.layer[1].output.dense.weight[0, 0] = float("nan")  # NaN hidden states from layer 2 on
+    return model
+
+
+def test_lambda_zero_trains_through_nan_hidden_states_like_trainer(tmp_path):
+    data = text_dataset(8)
+    overrides = {"max_steps": 2, "num_train_epochs": 1}
+    plain = T.Trainer(model=_nan_bert(), args=arguments(T.TrainingArguments, tmp_path / "a", **overrides), train_dataset=data)
+    plain.train()
+    ours = AtomTrainer(
+        model=_nan_bert(), args=arguments(AtomTrainingArguments, tmp_path / "b", atom_weight=0.0, **overrides),
+        train_dataset=data,
+    )  # fmt: skip
+    ours.train()
+    assert [math.isnan(log["loss"]) for log in ours.state.log_history if "loss" in log] == [
+        math.isnan(log["loss"]) for log in plain.state.log_history if "loss" in log
+    ]
+    # lambda > 0 still refuses: the atom term would put NaN into the weights.
+    with pytest.raises((ValueError, FloatingPointError), match="NaN|Non-finite"):
+        AtomTrainer(
+            model=_nan_bert(), args=arguments(AtomTrainingArguments, tmp_path / "c", atom_weight=0.1, **overrides),
+            train_dataset=data,
+        ).train()  # fmt: skip
+
+
+class _RegressionConfig(T.PretrainedConfig):
+    model_type = "hf_atom_test_regression"
+
+    def __init__(self, a=0.0, b=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.a, self.b = a, b
+
+
+class _RegressionModel(T.PreTrainedModel):
+    """y = a x + b, the shape of transformers' own Trainer-test models: no hidden states, no hidden size."""
+
+    config_class = _RegressionConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.a = torch.nn.Parameter(torch.tensor(float(config.a)))
+        self.b = torch.nn.Parameter(torch.tensor(float(config.b)))
+        self.post_init()
+
+    def forward(self, input_x, labels=None, **kwargs):
+        y = input_x * self.a + self.b
+        return (torch.nn.functional.mse_loss(y, labels), y) if labels is not None else (y,)
+
+
+def _regression_data(n=16):
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(n, generator=generator)
+    return [{"input_x": float(v), "labels": float(2 * v + 3)} for v in x]
+
+
+def test_lambda_zero_takes_a_model_without_hidden_states(tmp_path, caplog):
+    data = _regression_data()
+    overrides = {"learning_rate": 0.1, "num_train_epochs": 1}
+    plain = seeded(lambda: _RegressionModel(_RegressionConfig()))
+    T.Trainer(model=plain, args=arguments(T.TrainingArguments, tmp_path / "a", **overrides), train_dataset=data).train()
+    mine = seeded(lambda: _RegressionModel(_RegressionConfig()))
+    with caplog.at_level("WARNING"):
+        trainer = AtomTrainer(
+            model=mine, args=arguments(AtomTrainingArguments, tmp_path / "b", atom_weight=0.0, **overrides),
+            train_dataset=data,
+        )  # fmt: skip
+    assert "Atom modeling is off" in caplog.text and type(mine) is _RegressionModel
+    trainer.train()
+    assert torch.equal(plain.a, mine.a) and torch.equal(plain.b, mine.b) and plain.a.item() != 0
+    with pytest.raises(ValueError, match="hidden-state width"):
+        AtomTrainer(model=_RegressionModel(_RegressionConfig()),
+                    args=arguments(AtomTrainingArguments, tmp_path / "c", atom_weight=0.1))  # fmt: skip
+
+
+# ---------------------------------------------------------------------------------------------------- trl
+
+
+def _sft(tmp_path, model, **kwargs):
+    pytest.importorskip("trl")
+    from test_trl import token_dataset, tokenizer
+
+    from hf_atom.trl import AtomSFTConfig, AtomSFTTrainer
+
+    atom = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith("atom_") or key == "model_init_kwargs"}
+    args = AtomSFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, learning_rate=1e-2,
+                         logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
+                         seed=0, **atom)  # fmt: skip
+    return AtomSFTTrainer(model=model, args=args, train_dataset=token_dataset(), processing_class=tokenizer(), **kwargs)
+
+
+def test_sft_takes_a_model_by_name_and_loads_it_as_trl_does(tmp_path):
+    torch.manual_seed(0)
+    llama_lm().save_pretrained(tmp_path / "tiny-llama")
+    trainer = _sft(tmp_path / "run", str(tmp_path / "tiny-llama"), atom_weight=1.0,
+                   model_init_kwargs={"dtype": "float32"})  # fmt: skip
+    assert isinstance(trainer.model, hf_atom.AtomMixin) and trainer.model.dtype == torch.float32
+    assert trainer.args.model_init_kwargs == {"dtype": "float32"}  # the user's config is left as given
+    heads = {n: p.detach().clone() for n, p in trainer.model.atom_head.named_parameters()}
+    trainer.train()
+    assert trainer.state.log_history[0]["atom_loss"] > 0
+    assert any(not torch.equal(heads[n], p) for n, p in trainer.model.atom_head.named_parameters())
+
+
+def test_sft_peft_config_keeps_the_heads_trainable_and_saved(tmp_path):
+    peft = pytest.importorskip("peft")
+    torch.manual_seed(0)
+    config = peft.LoraConfig(r=2, target_modules=["q_proj", "v_proj"], task_type="CAUSAL_LM")
+    trainer = _sft(tmp_path, llama_lm(), atom_weight=1.0, peft_config=config)
+    # modules_to_save: a trainable copy of the heads beside the frozen original
+    heads = [p for n, p in trainer.model.named_parameters() if "atom_head.modules_to_save" in n]
+    assert heads and all(p.requires_grad for p in heads)
+    assert config.modules_to_save is None  # the user's config object is not changed
+    before = [p.detach().clone() for p in heads]
+    trainer.train()
+    assert any(not torch.equal(a, b) for a, b in zip(before, heads))
+    trainer.save_model(str(tmp_path / "adapter"))
+    from safetensors.torch import load_file
+
+    saved = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert any("atom_head" in key for key in saved)
+
+
+def test_atom_config_in_regression_model_is_untouched(tmp_path):
+    """A head-less model at lambda 0 is not converted: its config gains no atom settings."""
+    model = _RegressionModel(_RegressionConfig())
+    AtomTrainer(model=model, args=arguments(AtomTrainingArguments, tmp_path, atom_weight=0.0))
+    assert not hasattr(model.config, "atom_config")
+    assert AtomConfig().weight != 0  # the default stays on: off only when the user asks for lambda 0
