@@ -13,11 +13,12 @@ instead of a silently missing atom term.
 
 Loss scaling (why it is right):
 
-- `AtomTrainer`: the task loss is the model's per-micro-batch mean and `training_step` divides it by the number of
-  gradient accumulation steps (`model_accepts_loss_kwargs = False`, `loss_is_scaled_for_ga = False`). In
-  transformers 5 most models take `**kwargs`, so Trainer would otherwise assume every model normalises by
-  `num_items_in_batch` and skip that division: a sequence-classification loss is then k times too large with k
-  accumulation steps (checked). For causal LMs the task loss is the mean of micro-batch token means.
+- `AtomTrainer`: Trainer's own scaling. A model whose loss normalises by `num_items_in_batch` (a causal LM's token
+  mean) gets it, and `training_step` does not divide again, so lambda = 0 reproduces Trainer's loss exactly. One
+  deliberate difference: Trainer treats every model whose forward takes `**kwargs` (most of transformers 5) as one
+  that normalises by `num_items_in_batch`, so a classifier's loss, which ignores it, comes out k times too large
+  with k accumulation steps (checked on transformers 5). Here such a model's per-micro-batch mean is divided by the
+  accumulation steps instead (`loss_uses_num_items`).
 - Other parents keep their own scaling; the atom term, a per-micro-batch mean, is divided by the accumulation steps
   exactly when the parent's loss is already scaled for accumulation (Trainer's own rule).
 - Pairs come from each process's micro-batch, never from the accumulated batch; with `atom_gather_across_processes`
@@ -26,6 +27,7 @@ Loss scaling (why it is right):
 
 from __future__ import annotations
 
+import inspect
 from typing import Any, Optional, Union
 
 import torch
@@ -223,6 +225,9 @@ class AtomTrainerMixin:
 
         weight = self.atom_config.weight_at(self.state.global_step) if training else 0.0
         gather = self.atom_config.gather_across_processes and self.accelerator.num_processes > 1
+        scaled_for_ga = training and self._parent_loss_is_scaled_for_ga(num_items_in_batch)
+        # The logged task_loss is per micro-batch, like the atom statistics: undo the parent's share of accumulation.
+        logged_task_loss = task_loss * self.current_gradient_accumulation_steps if scaled_for_ga else task_loss
         if not training or (weight == 0 and self.accelerator.num_processes == 1):
             # Only logged, never added to the loss: no graph, and no value checks, so inputs the parent accepts
             # (e.g. NaN hidden states, which Trainer's logging_nan_inf_filter handles) never raise here. lambda = 0
@@ -233,13 +238,13 @@ class AtomTrainerMixin:
                 atom = self.atom_objective(
                     q.detach(), p.detach(), mask, weight=weight, gather_across_processes=gather, validate=False
                 )
-            self._atom_metrics.add("train" if training else "eval", task_loss, atom)
+            self._atom_metrics.add("train" if training else "eval", logged_task_loss, atom)
             return (task_loss, outputs) if return_outputs else task_loss  # eval_loss stays comparable with a baseline
         atom = self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather)
-        self._atom_metrics.add("train", task_loss, atom)
+        self._atom_metrics.add("train", logged_task_loss, atom)
         atom.check_finite(task_loss, step=self.state.global_step)  # before backward: never NaN weights
         objective = atom.objective
-        if self._parent_loss_is_scaled_for_ga(num_items_in_batch):
+        if scaled_for_ga:
             objective = objective / self.current_gradient_accumulation_steps
         loss = task_loss + objective.to(task_loss.dtype)
         return (loss, outputs) if return_outputs else loss
@@ -340,10 +345,25 @@ class AtomTrainer(AtomTrainerMixin, Trainer):
 
     def __init__(self, model: Optional[nn.Module] = None, args: Optional[Any] = None, *trainer_args, **kwargs):
         super().__init__(model, args, *trainer_args, **kwargs)
-        # Per-micro-batch mean losses, scaled for accumulation by training_step (see the module docstring).
-        self.model_accepts_loss_kwargs = False
+        if not self._atom_off and self.model is not None:
+            # Trainer's rule, except for models whose loss ignores num_items_in_batch (see the module docstring).
+            self.model_accepts_loss_kwargs = self.model_accepts_loss_kwargs and loss_uses_num_items(self.model)
 
-    @property
-    def loss_is_scaled_for_ga(self) -> bool:  # read by Trainer.training_step
-        # A user `compute_loss_func` normalises by num_items_in_batch itself; our own losses are micro-batch means.
-        return self.compute_loss_func is not None
+
+def loss_uses_num_items(model: nn.Module) -> bool:
+    """Whether the model's loss normalises by `num_items_in_batch` (causal LM: yes; classification: no).
+
+    Trainer passes `num_items_in_batch` to every model whose forward takes `**kwargs` and then skips dividing the loss
+    over gradient accumulation; with a loss that ignores it, the loss is k times too large with k accumulation steps.
+    Models without a transformers `loss_type` keep Trainer's rule.
+    """
+    model = _unwrap_peft(model)
+    try:
+        from transformers.loss.loss_utils import LOSS_MAPPING
+    except ImportError:  # pragma: no cover - older transformers
+        return True
+    if not hasattr(model, "loss_type"):
+        return True
+    # transformers' own fallback: an unknown or missing loss_type uses the causal-LM loss
+    loss = LOSS_MAPPING.get(model.loss_type) or LOSS_MAPPING["ForCausalLM"]
+    return "num_items_in_batch" in inspect.signature(loss).parameters

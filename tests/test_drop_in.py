@@ -164,3 +164,38 @@ def test_atom_config_in_regression_model_is_untouched(tmp_path):
     AtomTrainer(model=model, args=arguments(AtomTrainingArguments, tmp_path, atom_weight=0.0))
     assert not hasattr(model.config, "atom_config")
     assert AtomConfig().weight != 0  # the default stays on: off only when the user asks for lambda 0
+
+
+def _uneven_lm_rows(n=8, length=8, seed=0):
+    """Causal-LM rows of different real lengths (padding labelled -100): token-weighted and per-batch means differ."""
+    from tiny_models import VOCAB
+
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        real = 2 + (i * 5) % (length - 1)
+        ids = torch.randint(3, VOCAB, (length,), generator=generator)
+        mask = (torch.arange(length) < real).long()
+        rows.append({"input_ids": ids * mask, "attention_mask": mask, "labels": torch.where(mask.bool(), ids, -100)})
+    return rows
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_lambda_zero_is_trainer_for_causal_lms_with_accumulation_and_uneven_lengths(tmp_path, family):
+    from tiny_models import gpt2_no_dropout
+
+    build = llama_lm if family == "llama" else gpt2_no_dropout
+    data = _uneven_lm_rows()
+    overrides = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "num_train_epochs": 2}
+    plain = seeded(build)
+    reference = T.Trainer(model=plain, args=arguments(T.TrainingArguments, tmp_path / "a", **overrides), train_dataset=data)
+    reference.train()
+    mine = seeded(build)
+    ours = AtomTrainer(model=mine, args=arguments(AtomTrainingArguments, tmp_path / "b", atom_weight=0.0, **overrides),
+                       train_dataset=data)  # fmt: skip
+    ours.train()
+    losses = [(log["loss"], log["grad_norm"]) for log in reference.state.log_history if "loss" in log]
+    assert losses == [(log["loss"], log["grad_norm"]) for log in ours.state.log_history if "loss" in log]
+    assert len(losses) == 4
+    for name, param in plain.named_parameters():
+        assert torch.equal(param, dict(mine.named_parameters())[name]), name
