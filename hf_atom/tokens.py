@@ -139,6 +139,10 @@ def select_tokens(
     if attention_mask is None:
         mask = torch.ones(batch, length, dtype=torch.bool, device=hidden.device)
     else:
+        if attention_mask.dim() == 2 and attention_mask.shape[0] == batch and attention_mask.shape[1] > length:
+            # Prefix tuning (PEFT) prepends its virtual tokens to the attention mask only: they are keys and values,
+            # not positions of the hidden states, so the mask's last `length` columns are the tokens'.
+            attention_mask = attention_mask[:, -length:]
         if attention_mask.shape != (batch, length):
             raise ValueError(
                 f"`attention_mask` must have shape (batch, tokens) = {(batch, length)} to mark padding for the atom "

@@ -199,3 +199,18 @@ def test_lambda_zero_is_trainer_for_causal_lms_with_accumulation_and_uneven_leng
     assert len(losses) == 4
     for name, param in plain.named_parameters():
         assert torch.equal(param, dict(mine.named_parameters())[name]), name
+
+
+def test_prefix_tuning_trains_with_atom_heads(tmp_path):
+    """PEFT prefix tuning lengthens the attention mask by its virtual tokens (keys and values, not hidden states)."""
+    peft = pytest.importorskip("peft")
+    from test_drop_in import _uneven_lm_rows
+
+    torch.manual_seed(0)
+    config = peft.PrefixTuningConfig(num_virtual_tokens=3, task_type="CAUSAL_LM")
+    model = hf_atom.get_peft_model(hf_atom.with_atom(llama_lm()), config)
+    trainer = AtomTrainer(model=model, args=arguments(AtomTrainingArguments, tmp_path, atom_weight=1.0, max_steps=2),
+                          train_dataset=_uneven_lm_rows())  # fmt: skip
+    trainer.train()
+    log = trainer.state.log_history[0]
+    assert log["atom_pairs"] == 6 and log["atom_loss"] > 0 and math.isfinite(log["loss"])
