@@ -264,6 +264,43 @@ def plot_scatter(outputs: str, runs: list[dict], path: str, seed: int = 0) -> bo
     return True
 
 
+def plot_calibration(folder: str, path: str) -> list[str]:
+    """The control's high-quality share and modes against steps for every calibration run in `folder` (ensemble
+    member JSONs and single-run results.json files); returns one line per run."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(10, 3.6))
+    FigureCanvasAgg(figure)
+    axes = figure.subplots(1, 2)
+    lines = []
+    for file in sorted(os.listdir(folder)):
+        if not file.endswith(".json"):
+            continue
+        with open(os.path.join(folder, file), encoding="utf-8") as handle:
+            run = json.load(handle)
+        if "member" in run:  # an ensemble member
+            dataset, seed, settings = run["member"]["dataset"], run["member"]["seed"], run["settings"]
+            label = f"{dataset} s{seed} T={settings['max_steps']} {settings['precision']} (ensemble)"
+        else:  # a single gan_mixture.py run
+            dataset, seed, settings = run["dataset"], run["args"]["seed"], run["args"]
+            label = f"{dataset} s{seed} T={settings['max_steps']} fp32 (gan_mixture.py)"
+        steps = [h["step"] for h in run["history"]]
+        style = "-" if dataset == "grid" else "--"
+        axes[0].plot(steps, [100 * h["high_quality"] for h in run["history"]], style, label=label)
+        axes[1].plot(steps, [h["modes"] for h in run["history"]], style, label=label)
+        final = run["history"][-1]
+        lines.append(f"{label}: {final['modes']} modes, {100 * final['high_quality']:.1f} % high quality at step {final['step']}")
+    axes[0].set_title("gan control: high quality (%) against steps (lr 1e-3 decayed linearly to 0 at T)", fontsize=8)
+    axes[1].set_title("gan control: modes against steps (grid of 25: solid; ring of 8: dashed)", fontsize=8)
+    axes[0].axhline(80, color="grey", lw=0.5)
+    axes[0].axhline(90, color="grey", lw=0.5)
+    axes[1].legend(fontsize=5)
+    figure.tight_layout()
+    figure.savefig(path, dpi=90)
+    return lines
+
+
 def write_summary(study: str, results: str = RESULTS, outputs: str = OUTPUTS) -> str:
     folder = os.path.join(results, study)
     runs = load_runs(os.path.join(folder, "runs"))
@@ -282,13 +319,17 @@ def write_summary(study: str, results: str = RESULTS, outputs: str = OUTPUTS) ->
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=("run", "summarize"))
+    parser.add_argument("command", choices=("run", "summarize", "calibration"))
     parser.add_argument("--study", default="cpu", choices=sorted(STUDIES))
     parser.add_argument("--only", default=None, help="Run just this ensemble of the study.")
     parser.add_argument("--lane", default="0/1", help="K/N: run every N-th ensemble from the K-th (N lanes at once).")
     args = parser.parse_args(argv)
     if args.only and args.only not in {name for name, _ in STUDIES[args.study]}:
         parser.error(f"--only {args.only!r} is not an ensemble of study {args.study!r}: {[n for n, _ in STUDIES[args.study]]}")
+    if args.command == "calibration":
+        folder = os.path.join(RESULTS, "calibration")
+        print("\n".join(plot_calibration(folder, os.path.join(folder, "calibration.png"))))
+        return
     if args.command == "run":
         if not re.fullmatch(r"\d+/[1-9]\d*", args.lane) or int(args.lane.split("/")[0]) >= int(args.lane.split("/")[1]):
             parser.error(f"--lane must be K/N with 0 <= K < N, got {args.lane!r}.")

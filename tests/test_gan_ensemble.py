@@ -206,3 +206,28 @@ def test_gpu_suite_dry_run_runs_the_protocol_program_on_cpu(tmp_path):
     with pytest.raises(subprocess.CalledProcessError):
         subprocess.run(["bash", os.path.join(root, "benchmarks", "gpu_suite.sh"), "--parts", "nope", "--dry_run"],
                        check=True, capture_output=True, env=env)  # fmt: skip
+
+
+def test_study_statistics_on_hand_made_runs():
+    sys.path.insert(0, os.path.join(os.path.dirname(RECIPES), "benchmarks"))
+    import gan_study
+
+    mean, se = gan_study.mean_se([1.0, 2.0, 3.0, 6.0])
+    assert mean == 3.0 and se == pytest.approx((14 / 3) ** 0.5 / 2)
+    # Five seeds, the method higher on all five: two-sided Wilcoxon p = 2 / 2^5, sign test p = 2 / 2^5.
+    test = gan_study.paired_test({s: 10.0 for s in range(5)}, {s: 11.0 + s for s in range(5)})
+    assert (test["higher"], test["lower"], test["ties"]) == (5, 0, 0)
+    assert test["wilcoxon_p"] == pytest.approx(0.0625) and test["sign_p"] == pytest.approx(0.0625)
+    assert gan_study.paired_test({0: 1.0, 1: 2.0}, {0: 1.0, 1: 2.0})["wilcoxon_p"] == 1.0  # no differences
+
+    def run(method, seed, modes, hq):
+        name = f"grid__{method}__s{seed}"
+        final = {"modes": modes, "high_quality": hq, "reverse_kl": 0.5, "mode_counts": [1] * modes + [0] * (25 - modes)}
+        return {"name": name, "member": {"dataset": "grid", "seed": seed}, "settings": {"precision": "bf16"},
+                "final": final, "history": [{"step": 1, **final}]}  # fmt: skip
+
+    runs = [run("gan", s, 20, 0.9) for s in range(3)] + [run("atom_w0.1", s, 25, 0.8) for s in range(3)]
+    table = gan_study.summarize(runs)["grid"]
+    assert table["gan"]["modes"]["mean"] == 20 and table["atom_w0.1"]["all_modes"] == 3
+    assert table["atom_w0.1"]["modes"]["vs_control"]["higher"] == 3
+    assert "| atom_w0.1 | 3 | 25.00 ± 0.00 | 80.0 ± 0.0 |" in gan_study.tables_markdown({"grid": table})
