@@ -33,6 +33,7 @@ CPU_BUDGET = ["--max_steps", "10000", "--learning_rate", "1e-3", "--adam_beta1",
               "linear", "--eval_steps", "1000", "--save_steps", "1000", "--num_threads", "1"]  # fmt: skip
 BF16 = ["--precision", "bf16"]
 
+
 # Ensembles of at most 15 members (per member, a CPU step gets slower as the stacked tensors outgrow the caches), in
 # the order they run; with `--lane K/2` two programs take every other one. Seeds 0-4 first, then 5-9.
 def _cpu_study() -> list[tuple[str, list[str]]]:
@@ -150,7 +151,9 @@ def summarize(runs: list[dict]) -> dict:
                 row[key] = {"mean": mean, "se": se, "nan_runs": sum(math.isnan(v) for v in values.values())}
                 if method != CONTROL and control:
                     row[key]["vs_control"] = paired_test({s: final_value(r, key) for s, r in control.items()}, values)
-            row["all_modes"] = sum(run["final"]["modes"] == len(run["final"]["mode_counts"]) for run in by_seed.values())
+            row["all_modes"] = sum(
+                run["final"]["modes"] == len(run["final"]["mode_counts"]) for run in by_seed.values()
+            )
             table[dataset][method] = row
     return table
 
@@ -182,7 +185,11 @@ def tables_markdown(table: dict) -> str:
             tests = []
             for key, _ in METRICS:
                 test = row[key].get("vs_control")
-                tests.append("control" if test is None else f"{_fmt(test['wilcoxon_p'], 3)} ({test['higher']}↑ {test['lower']}↓)")
+                tests.append(
+                    "control"
+                    if test is None
+                    else f"{_fmt(test['wilcoxon_p'], 3)} ({test['higher']}↑ {test['lower']}↓)"
+                )
             n = len(row["seeds"])
             lines.append(f"| {method} | {n} | {' | '.join(cells)} | {row['all_modes']}/{n} | {' | '.join(tests)} |")
         lines.append("")
@@ -245,7 +252,9 @@ def plot_scatter(outputs: str, runs: list[dict], path: str, seed: int = 0) -> bo
     if not panels:
         return False
     panels.sort(key=lambda p: (p[0]["member"]["dataset"], _method_order(method_of(p[0]))))
-    columns = max(sum(p[0]["member"]["dataset"] == d for p in panels) for d in {p[0]["member"]["dataset"] for p in panels})
+    columns = max(
+        sum(p[0]["member"]["dataset"] == d for p in panels) for d in {p[0]["member"]["dataset"] for p in panels}
+    )
     datasets = sorted({p[0]["member"]["dataset"] for p in panels})
     figure = Figure(figsize=(2.6 * columns, 2.8 * len(datasets)))
     FigureCanvasAgg(figure)
@@ -300,7 +309,9 @@ def plot_calibration(folder: str, path: str) -> list[str]:
         axes[0].plot(steps, [100 * h["high_quality"] for h in run["history"]], style, label=label)
         axes[1].plot(steps, [h["modes"] for h in run["history"]], style, label=label)
         final = run["history"][-1]
-        lines.append(f"{label}: {final['modes']} modes, {100 * final['high_quality']:.1f} % high quality at step {final['step']}")
+        lines.append(
+            f"{label}: {final['modes']} modes, {100 * final['high_quality']:.1f} % high quality at step {final['step']}"
+        )
     axes[0].set_title("gan control: high quality (%) against steps (lr 1e-3 decayed linearly to 0 at T)", fontsize=8)
     axes[1].set_title("gan control: modes against steps (grid of 25: solid; ring of 8: dashed)", fontsize=8)
     axes[0].axhline(80, color="grey", lw=0.5)
@@ -315,7 +326,9 @@ def write_summary(study: str, results: str = RESULTS, outputs: str = OUTPUTS) ->
     folder = os.path.join(results, study)
     runs = load_runs(os.path.join(folder, "runs"))
     if not runs:
-        raise SystemExit(f"No finished runs in {folder}/runs: run `python benchmarks/gan_study.py run --study {study}`.")
+        raise SystemExit(
+            f"No finished runs in {folder}/runs: run `python benchmarks/gan_study.py run --study {study}`."
+        )
     table = summarize(runs)
     markdown = tables_markdown(table)
     with open(os.path.join(folder, "tables.md"), "w", encoding="utf-8") as handle:
@@ -335,13 +348,17 @@ def main(argv=None) -> None:
     parser.add_argument("--lane", default="0/1", help="K/N: run every N-th ensemble from the K-th (N lanes at once).")
     args = parser.parse_args(argv)
     if args.only and args.only not in {name for name, _ in STUDIES[args.study]}:
-        parser.error(f"--only {args.only!r} is not an ensemble of study {args.study!r}: {[n for n, _ in STUDIES[args.study]]}")
+        parser.error(
+            f"--only {args.only!r} is not an ensemble of study {args.study!r}: {[n for n, _ in STUDIES[args.study]]}"
+        )
     if args.command == "calibration":
         folder = os.path.join(RESULTS, "calibration")
         print("\n".join(plot_calibration(folder, os.path.join(folder, "calibration.png"))))
         return
     if args.command == "run":
-        if not re.fullmatch(r"\d+/[1-9]\d*", args.lane) or int(args.lane.split("/")[0]) >= int(args.lane.split("/")[1]):
+        if not re.fullmatch(r"\d+/[1-9]\d*", args.lane) or int(args.lane.split("/")[0]) >= int(
+            args.lane.split("/")[1]
+        ):
             parser.error(f"--lane must be K/N with 0 <= K < N, got {args.lane!r}.")
         run_study(args.study, args.only, args.lane if not args.only else "0/1")
     print(write_summary(args.study))

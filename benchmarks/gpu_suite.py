@@ -48,7 +48,11 @@ def gan_protocol(out: str, dry_run: bool, budget_s: float, log=print) -> dict:
     import gan_study
 
     seeds = "0-1" if dry_run else "0-9"
-    device = ["--device", "cpu", "--rng", "per_member"] if dry_run else ["--device", "cuda", "--rng", "shared", "--cuda_graph", "true"]
+    device = (
+        ["--device", "cpu", "--rng", "per_member"]
+        if dry_run
+        else ["--device", "cuda", "--rng", "shared", "--cuda_graph", "true"]
+    )
     network = ["--hidden_size", "16", "--disc_units", "8", "--num_train", "1000", "--num_eval_samples", "300",
                "--atom_tokens", "4"] if dry_run else []  # fmt: skip
     common = ["--datasets", "grid,ring", "--seeds", seeds, *PROTOCOL, *device, *network, "--precision", "bf16"]

@@ -4,7 +4,7 @@
 | family | input | hidden state used | tokens | excluded |
 | --- | --- | --- | --- | --- |
 | text encoders (BERT, MiniLM, ...) | `input_ids` / `inputs_embeds` | `hidden_states[hidden_layer]` (B, N, h) | every position | padding (`attention_mask == 0`); special tokens if `exclude_special_tokens` (needs `special_tokens_mask`) |
-| decoder LMs (GPT-2, Llama, SmolLM2, ...) | same | same | every position | same (left or right padding) |
+| decoder LMs (GPT-2, Llama, SmolLM2, ...) | same | same | every position; packed rows (`position_ids` resets, padding-free packing) split into their samples | same (left or right padding) |
 | ViT, DINOv2, DeiT | `pixel_values` | `hidden_states[hidden_layer]` (B, prefix + P, h), before the final LayerNorm | the P patch tokens | class / distillation / register tokens unless `include_cls_token` |
 | CNNs (ResNet, ConvNeXt, ...) | `pixel_values` | `hidden_states[hidden_layer]` (B, C, H, W) | the H*W feature-map cells, C channels each | nothing |
 | anything else | any | what a user-supplied `token_selector(model, outputs, inputs)` returns | its rows | its mask |
@@ -19,7 +19,15 @@ import torch
 
 from .configuration import AtomConfig
 
-__all__ = ["AtomTokens", "TokenSelector", "feature_map_tokens", "feature_widths", "mlp_tokens", "select_tokens"]
+__all__ = [
+    "AtomTokens",
+    "TokenSelector",
+    "feature_map_tokens",
+    "feature_widths",
+    "mlp_tokens",
+    "select_tokens",
+    "unpack_sequences",
+]
 
 # selector(model, outputs, inputs) -> (tokens (B, N, h), mask (B, N) or None)
 TokenSelector = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], tuple[torch.Tensor, Optional[torch.Tensor]]]
@@ -157,7 +165,36 @@ def select_tokens(
                 "`tokenizer(..., return_special_tokens_mask=True)` (the data collator keeps it)."
             )
         mask = mask & (special.to(mask.device) == 0)
+    position_ids = inputs.get("position_ids")
+    if isinstance(position_ids, torch.Tensor) and position_ids.shape == (batch, length) and length > 1:
+        hidden, mask = unpack_sequences(hidden, mask, position_ids)
     return AtomTokens(hidden, mask)
+
+
+def unpack_sequences(
+    hidden: torch.Tensor, mask: torch.Tensor, position_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Splits packed rows (padding-free packing, e.g. trl's `packing=True`) into their samples.
+
+    A sample starts wherever `position_ids` does not increase (the resets flash-attention's varlen kernels use too),
+    and at the start of every row. Rows without a reset are returned as they are (no copy, no host synchronisation
+    beyond the check). Packed rows become one sample each, left-aligned and padded: (samples, longest, h) and the
+    matching mask, so that L_A pairs the true samples.
+    """
+    position_ids = position_ids.to(hidden.device)
+    resets = position_ids[:, 1:] <= position_ids[:, :-1]
+    if not bool(resets.any()):  # one host synchronisation, only when the batch carries position_ids
+        return hidden, mask
+    batch, length, width = hidden.shape
+    starts = torch.cat([torch.ones_like(resets[:, :1]), resets], dim=1).flatten()
+    flat = torch.arange(batch * length, device=hidden.device)
+    sample = starts.cumsum(0) - 1  # sample index of every token
+    offset = flat - torch.cummax(torch.where(starts, flat, torch.zeros_like(flat)), dim=0).values
+    num_samples, longest = int(sample[-1]) + 1, int(offset.max()) + 1
+    tokens = hidden.new_zeros(num_samples, longest, width).index_put((sample, offset), hidden.reshape(-1, width))
+    valid = torch.zeros(num_samples, longest, dtype=torch.bool, device=mask.device)
+    valid = valid.index_put((sample, offset), mask.reshape(-1))
+    return tokens, valid
 
 
 def mlp_tokens(activations: torch.Tensor, num_tokens: int) -> torch.Tensor:

@@ -54,7 +54,9 @@ class GanTrainingArguments:
     learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate of both networks."})
     lr_scheduler_type: str = field(
         default="constant",
-        metadata={"help": "`constant`, or `linear`: the learning rate decays linearly to 0 at `max_steps` (both nets)."},
+        metadata={
+            "help": "`constant`, or `linear`: the learning rate decays linearly to 0 at `max_steps` (both nets)."
+        },
     )
     adam_beta1: float = field(default=0.8)
     adam_beta2: float = field(default=0.999)

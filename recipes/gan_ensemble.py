@@ -66,7 +66,9 @@ def parse_methods(text: str) -> list[tuple[str, float, int]]:
     for item in (part.strip() for part in text.split(",")):
         method, _, value = item.partition(":")
         if method not in ENSEMBLE_METHODS:
-            raise ValueError(f"--methods: unknown method {method!r} in {text!r}; use {ENSEMBLE_METHODS}, e.g. atom:0.1.")
+            raise ValueError(
+                f"--methods: unknown method {method!r} in {text!r}; use {ENSEMBLE_METHODS}, e.g. atom:0.1."
+            )
         if method == "gan":
             if value:
                 raise ValueError(f"--methods: `gan` takes no value, got {item!r}.")
@@ -224,11 +226,15 @@ class MixtureGanEnsemble(nn.Module):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(member.seed + 1_000_003)
                     heads.append(
-                        AtomRegularizer(hidden_size=args.hidden_size // self.atom_tokens, config=atom_args.atom_config())
+                        AtomRegularizer(
+                            hidden_size=args.hidden_size // self.atom_tokens, config=atom_args.atom_config()
+                        )
                     )
 
         def stack(tensors, transpose=False) -> nn.Parameter:
-            return nn.Parameter(torch.stack([t.detach().t() if transpose else t.detach() for t in tensors]).contiguous())
+            return nn.Parameter(
+                torch.stack([t.detach().t() if transpose else t.detach() for t in tensors]).contiguous()
+            )
 
         # Generator: weights as (S, in, out) for x @ W; BatchNorm affine and running statistics per member.
         self.g_weights = nn.ParameterList(
@@ -249,11 +255,16 @@ class MixtureGanEnsemble(nn.Module):
         # Discriminator: maxout layers as (S, in, pieces * units), piece-major (the single run's features are
         # unit-major, u * pieces + k): the max over pieces is then over a middle axis, which vectorises on a CPU.
         num_layers = len(discriminators[0].layers)
-        order = torch.arange(args.disc_units * args.disc_pieces).view(args.disc_units, args.disc_pieces).t().reshape(-1)
-        self.d_weights = nn.ParameterList(
-            stack([d.layers[i].linear.weight[order] for d in discriminators], transpose=True) for i in range(num_layers)
+        order = (
+            torch.arange(args.disc_units * args.disc_pieces).view(args.disc_units, args.disc_pieces).t().reshape(-1)
         )
-        self.d_biases = nn.ParameterList(stack([d.layers[i].linear.bias[order] for d in discriminators]) for i in range(num_layers))
+        self.d_weights = nn.ParameterList(
+            stack([d.layers[i].linear.weight[order] for d in discriminators], transpose=True)
+            for i in range(num_layers)
+        )
+        self.d_biases = nn.ParameterList(
+            stack([d.layers[i].linear.bias[order] for d in discriminators]) for i in range(num_layers)
+        )
         self.d_out_weight = stack([d.out.weight for d in discriminators], transpose=True)
         self.d_out_bias = stack([d.out.bias for d in discriminators])
         # Atom heads of the atom members, run per member under vmap over one template regularizer.
@@ -264,7 +275,10 @@ class MixtureGanEnsemble(nn.Module):
         if heads:
             self.atom_template = heads[0]
             self.atom_params = nn.ParameterDict(
-                {k.replace(".", "__"): stack([dict(h.named_parameters())[k] for h in heads]) for k, _ in heads[0].named_parameters()}
+                {
+                    k.replace(".", "__"): stack([dict(h.named_parameters())[k] for h in heads])
+                    for k, _ in heads[0].named_parameters()
+                }
             )
             for param in self.atom_template.parameters():
                 param.requires_grad_(False)
@@ -427,7 +441,10 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
     ensemble = MixtureGanEnsemble(members, args, atom_args).to(device)
     specs = [mixture_spec(m.dataset) for m in members]
     train_sets = torch.stack(
-        [sample_mixture(spec, args.num_train, torch.Generator().manual_seed(m.seed)) for m, spec in zip(members, specs)]
+        [
+            sample_mixture(spec, args.num_train, torch.Generator().manual_seed(m.seed))
+            for m, spec in zip(members, specs)
+        ]
     ).to(device)
     eval_gens = [torch.Generator().manual_seed(10_000 + m.seed) for m in members]
     streams = MemberStreams(members, args.rng, device, default_generator=use_graph)

@@ -428,3 +428,22 @@ def test_trainer_sft_trains_with_trl_and_the_atom_mixin(tmp_path, tiny_lms):
         causal_lm.main([*data, "--max_length", "16", "--output_dir", str(tmp_path / "a")])
     with pytest.raises(ValueError, match="trl's collator drops"):
         causal_lm.main([*flags, "--atom_exclude_special_tokens", "true", "--output_dir", str(tmp_path / "x")])
+
+
+def test_trainer_sft_with_packing_pairs_the_packed_samples(tmp_path, tiny_lms):
+    """`--trainer sft --packing true`: trl packs samples into rows told apart by position_ids; L_A sees the samples."""
+    pytest.importorskip("trl")
+    write_poem_tsv(tmp_path / "train.tsv")
+    flags = ["--model_name_or_path", str(tiny_lms / "llama"), "--train_file", str(tmp_path / "train.tsv"),
+             "--validation_split_percentage", "25", *COMMON, "--trainer", "sft", "--packing", "true",
+             "--max_length", "64", "--atom_weight", "1.0"]  # fmt: skip
+    from _common import parse_arguments
+
+    argv = flags + ["--output_dir", str(tmp_path / "sft")]
+    parsed = parse_arguments(
+        (causal_lm.ModelArguments, causal_lm.DataArguments, causal_lm.training_arguments_class("sft")), argv
+    )
+    trainer, results = causal_lm.run(*parsed)
+    train_logs = [log for log in trainer.state.log_history if "atom_pairs" in log and "eval_atom_pairs" not in log]
+    assert train_logs and min(log["atom_pairs"] for log in train_logs) >= 1
+    assert results["validation"]["atom_pairs"] >= 1 and math.isfinite(results["validation"]["perplexity"])

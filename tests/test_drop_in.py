@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 import transformers as T
-from test_trainer import arguments, backbone_state, seeded
+from test_trainer import arguments, seeded
 from tiny_models import bert, bert_no_dropout, llama_lm, text_dataset
 
 import hf_atom
@@ -30,7 +30,9 @@ def test_a_failed_attachment_leaves_the_model_as_it_was(tmp_path):
         AtomTrainer(model=model, args=arguments(AtomTrainingArguments, tmp_path, atom_weight=0.1, atom_hidden_layer=7))
     assert (type(model), dict(model.config.__dict__), set(model._modules)) == before
     # ...so a plain Trainer still trains it.
-    T.Trainer(model=model, args=arguments(T.TrainingArguments, tmp_path, max_steps=1), train_dataset=text_dataset(4)).train()
+    T.Trainer(
+        model=model, args=arguments(T.TrainingArguments, tmp_path, max_steps=1), train_dataset=text_dataset(4)
+    ).train()
 
 
 def _nan_bert():
@@ -43,7 +45,9 @@ def _nan_bert():
 def test_lambda_zero_trains_through_nan_hidden_states_like_trainer(tmp_path):
     data = text_dataset(8)
     overrides = {"max_steps": 2, "num_train_epochs": 1}
-    plain = T.Trainer(model=_nan_bert(), args=arguments(T.TrainingArguments, tmp_path / "a", **overrides), train_dataset=data)
+    plain = T.Trainer(
+        model=_nan_bert(), args=arguments(T.TrainingArguments, tmp_path / "a", **overrides), train_dataset=data
+    )
     plain.train()
     ours = AtomTrainer(
         model=_nan_bert(), args=arguments(AtomTrainingArguments, tmp_path / "b", atom_weight=0.0, **overrides),
@@ -95,7 +99,9 @@ def test_lambda_zero_takes_a_model_without_hidden_states(tmp_path, caplog):
     data = _regression_data()
     overrides = {"learning_rate": 0.1, "num_train_epochs": 1}
     plain = seeded(lambda: _RegressionModel(_RegressionConfig()))
-    T.Trainer(model=plain, args=arguments(T.TrainingArguments, tmp_path / "a", **overrides), train_dataset=data).train()
+    T.Trainer(
+        model=plain, args=arguments(T.TrainingArguments, tmp_path / "a", **overrides), train_dataset=data
+    ).train()
     mine = seeded(lambda: _RegressionModel(_RegressionConfig()))
     with caplog.at_level("WARNING"):
         trainer = AtomTrainer(
@@ -119,11 +125,14 @@ def _sft(tmp_path, model, **kwargs):
 
     from hf_atom.trl import AtomSFTConfig, AtomSFTTrainer
 
-    atom = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith("atom_") or key == "model_init_kwargs"}
+    config_keys = ("model_init_kwargs", "packing", "max_length")
+    atom = {key: kwargs.pop(key) for key in list(kwargs) if key.startswith("atom_") or key in config_keys}
     args = AtomSFTConfig(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2, learning_rate=1e-2,
                          logging_steps=1, save_strategy="no", report_to="none", use_cpu=True, disable_tqdm=True,
                          seed=0, **atom)  # fmt: skip
-    return AtomSFTTrainer(model=model, args=args, train_dataset=token_dataset(), processing_class=tokenizer(), **kwargs)
+    return AtomSFTTrainer(
+        model=model, args=args, train_dataset=token_dataset(), processing_class=tokenizer(), **kwargs
+    )
 
 
 def test_sft_takes_a_model_by_name_and_loads_it_as_trl_does(tmp_path):
@@ -188,7 +197,9 @@ def test_lambda_zero_is_trainer_for_causal_lms_with_accumulation_and_uneven_leng
     data = _uneven_lm_rows()
     overrides = {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 2, "num_train_epochs": 2}
     plain = seeded(build)
-    reference = T.Trainer(model=plain, args=arguments(T.TrainingArguments, tmp_path / "a", **overrides), train_dataset=data)
+    reference = T.Trainer(
+        model=plain, args=arguments(T.TrainingArguments, tmp_path / "a", **overrides), train_dataset=data
+    )
     reference.train()
     mine = seeded(build)
     ours = AtomTrainer(model=mine, args=arguments(AtomTrainingArguments, tmp_path / "b", atom_weight=0.0, **overrides),
@@ -214,3 +225,55 @@ def test_prefix_tuning_trains_with_atom_heads(tmp_path):
     trainer.train()
     log = trainer.state.log_history[0]
     assert log["atom_pairs"] == 6 and log["atom_loss"] > 0 and math.isfinite(log["loss"])
+
+
+# ---------------------------------------------------------------------------------------------------- packing
+
+
+def test_packed_rows_give_the_atom_loss_of_the_same_samples_unpacked():
+    """Padding-free packing: one row holds several samples, told apart by position_ids resets."""
+    from hf_atom.tokens import select_tokens
+
+    torch.manual_seed(0)
+    lengths, width = [3, 5, 2, 4], 6
+    samples = [torch.randn(n, width) for n in lengths]
+    # packed: two rows of 7 tokens (3 + 4 | 5 + 2), position ids counting from 0 within each sample
+    rows = [torch.cat([samples[0], samples[3]]), torch.cat([samples[1], samples[2]])]
+    packed = torch.stack(rows)[None].squeeze(0)
+    position_ids = torch.tensor([[0, 1, 2, 0, 1, 2, 3], [0, 1, 2, 3, 4, 0, 1]])
+    config = AtomConfig(hidden_layer=-1)
+    tokens = select_tokens(T.PretrainedConfig(), config, {"hidden_states": (packed,)},
+                           {"input_ids": torch.zeros(2, 7, dtype=torch.long), "position_ids": position_ids}, "m")  # fmt: skip
+    assert tokens.hidden.shape == (4, 5, width) and tokens.mask.sum(1).tolist() == [3, 4, 5, 2]
+    # the same samples unpacked (padded to 5, attention mask)
+    padded = torch.zeros(4, 5, width)
+    attention = torch.zeros(4, 5, dtype=torch.long)
+    for i, sample in enumerate([samples[0], samples[3], samples[1], samples[2]]):
+        padded[i, : len(sample)], attention[i, : len(sample)] = sample, 1
+    plain = select_tokens(T.PretrainedConfig(), config, {"hidden_states": (padded,)},
+                          {"input_ids": torch.zeros(4, 5, dtype=torch.long), "attention_mask": attention}, "m")  # fmt: skip
+    head = hf_atom.AtomHead(width, 4)
+    loss_packed = hf_atom.atom_loss(*head(tokens.hidden), tokens.mask)
+    loss_plain = hf_atom.atom_loss(*head(plain.hidden), plain.mask)
+    torch.testing.assert_close(loss_packed, loss_plain)
+    assert loss_packed > 0
+    # gradients reach every packed token, none is lost
+    packed.requires_grad_(True)
+    again = select_tokens(T.PretrainedConfig(), config, {"hidden_states": (packed,)},
+                          {"input_ids": torch.zeros(2, 7, dtype=torch.long), "position_ids": position_ids}, "m")  # fmt: skip
+    hf_atom.atom_loss(*head(again.hidden), again.mask).backward()
+    assert (packed.grad.abs().sum(-1) > 0).all()
+    # rows without a reset (ordinary position ids) stay as they are
+    same = select_tokens(T.PretrainedConfig(), config, {"hidden_states": (padded,)},
+                         {"input_ids": torch.zeros(4, 5, dtype=torch.long), "attention_mask": attention,
+                          "position_ids": torch.arange(5).expand(4, 5)}, "m")  # fmt: skip
+    assert same.hidden is padded
+
+
+def test_sft_with_packing_pairs_the_packed_samples(tmp_path):
+    trainer = _sft(tmp_path, llama_lm(), atom_weight=1.0, packing=True, max_length=32)
+    trainer.train()
+    log = trainer.state.log_history[0]
+    # the 8 samples of 8 tokens are packed into 2 rows of 32, one batch: C(8, 2) = 28 pairs (one per row pair was 1,
+    # and a row as one sample gave 0 at batch 1)
+    assert log["atom_pairs"] == 28 and log["atom_loss"] > 0

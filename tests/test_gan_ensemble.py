@@ -40,8 +40,19 @@ def test_every_member_equals_its_single_run(methods, singles, tmp_path, float64)
 
     steps = ["--max_steps", "150", "--eval_steps", "75"]
     args, atom_args = gan_ensemble.parse(
-        ["--datasets", "ring,grid", "--methods", methods, "--seeds", "1,2", "--output_dir", str(tmp_path / "ens"),
-         *NETWORK, *TRAINING, *steps]  # fmt: skip
+        [
+            "--datasets",
+            "ring,grid",
+            "--methods",
+            methods,
+            "--seeds",
+            "1,2",
+            "--output_dir",
+            str(tmp_path / "ens"),
+            *NETWORK,
+            *TRAINING,
+            *steps,
+        ]  # fmt: skip
     )
     gan_ensemble.train_ensemble(args, atom_args, log=lambda *_: None)
     ensemble = gan_ensemble.MixtureGanEnsemble(args.members, args, atom_args)
@@ -51,8 +62,24 @@ def test_every_member_equals_its_single_run(methods, singles, tmp_path, float64)
         extra = dict(singles)[member.method]
         out = tmp_path / member.name
         single = gan_mixture.main(
-            ["--dataset", member.dataset, "--method", member.method, "--seed", str(member.seed), "--output_dir",
-             str(out), "--disable_tqdm", "true", "--plot", "false", *NETWORK, *TRAINING, *steps, *extra]  # fmt: skip
+            [
+                "--dataset",
+                member.dataset,
+                "--method",
+                member.method,
+                "--seed",
+                str(member.seed),
+                "--output_dir",
+                str(out),
+                "--disable_tqdm",
+                "true",
+                "--plot",
+                "false",
+                *NETWORK,
+                *TRAINING,
+                *steps,
+                *extra,
+            ]  # fmt: skip
         )
         weights = load_file(str(out / "generator" / "model.safetensors"))
         mine = ensemble.member_state(index)
@@ -222,7 +249,12 @@ def test_study_statistics_on_hand_made_runs():
 
     def run(method, seed, modes, hq):
         name = f"grid__{method}__s{seed}"
-        final = {"modes": modes, "high_quality": hq, "reverse_kl": 0.5, "mode_counts": [1] * modes + [0] * (25 - modes)}
+        final = {
+            "modes": modes,
+            "high_quality": hq,
+            "reverse_kl": 0.5,
+            "mode_counts": [1] * modes + [0] * (25 - modes),
+        }
         return {"name": name, "member": {"dataset": "grid", "seed": seed}, "settings": {"precision": "bf16"},
                 "final": final, "history": [{"step": 1, **final}]}  # fmt: skip
 

@@ -104,4 +104,6 @@ def test_impossible_combinations_raise(tmp_path):
     from hf_atom import AtomTrainingArguments
 
     with pytest.raises(ValueError, match="needs a model object"):
-        AtomTrainer(model="HuggingFaceTB/SmolLM2-135M", args=AtomTrainingArguments(output_dir=str(tmp_path), use_cpu=True))
+        AtomTrainer(
+            model="HuggingFaceTB/SmolLM2-135M", args=AtomTrainingArguments(output_dir=str(tmp_path), use_cpu=True)
+        )
