@@ -269,6 +269,9 @@ class MixtureGanEnsemble(nn.Module):
         self.d_out_bias = stack([d.out.bias for d in discriminators])
         # Atom heads of the atom members, run per member under vmap over one template regularizer.
         self.atom_index = [i for i, m in enumerate(self.members) if m.method == "atom"]
+        # A device tensor, not a Python list: indexing with a list copies it to the device on every call, which a
+        # CUDA graph cannot capture.
+        self.register_buffer("atom_index_tensor", torch.tensor(self.atom_index, dtype=torch.long), persistent=False)
         self.register_buffer(
             "atom_weights", torch.tensor([self.members[i].atom_weight for i in self.atom_index], dtype=torch.float32)
         )
@@ -336,7 +339,7 @@ class MixtureGanEnsemble(nn.Module):
         """Sum over atom members of lambda_s * (L_A + charge term), and their statistics (S_atom, 9)."""
         from torch.func import functional_call, vmap
 
-        features = hidden[self.atom_layer][self.atom_index]  # (S_atom, B, H)
+        features = hidden[self.atom_layer].index_select(0, self.atom_index_tensor)  # (S_atom, B, H)
         tokens = features.reshape(*features.shape[:2], self.atom_tokens, -1)  # = mlp_tokens per member
         params = {k.replace("__", "."): v for k, v in self.atom_params.items()}
 
