@@ -307,6 +307,8 @@ class AtomTrainerMixin:
 
     def _save(self, output_dir: Optional[str] = None, state_dict=None):
         super()._save(output_dir, state_dict=state_dict)
+        if self._atom_off:  # a plain model, saved as the parent saves it
+            return
         output_dir = output_dir if output_dir is not None else self.args.output_dir
         add_atom_section(output_dir, _unwrap_peft(self.model), self.args)
 
@@ -314,7 +316,7 @@ class AtomTrainerMixin:
         """The parent trainer's model card (base model, results, hyper-parameters, datasets, tags) plus an atom
         section (the paper, the atom settings, how to load)."""
         super().create_model_card(*args, **kwargs)
-        if self.is_world_process_zero():
+        if self.is_world_process_zero() and not self._atom_off:
             add_atom_section(self.args.output_dir, _unwrap_peft(self.model), self.args)
 
 

@@ -111,6 +111,8 @@ def test_lambda_zero_takes_a_model_without_hidden_states(tmp_path, caplog):
     assert "Atom modeling is off" in caplog.text and type(mine) is _RegressionModel
     trainer.train()
     assert torch.equal(plain.a, mine.a) and torch.equal(plain.b, mine.b) and plain.a.item() != 0
+    trainer.save_model(str(tmp_path / "saved"))  # saved as Trainer saves it, with no atom card section
+    assert (tmp_path / "saved" / "model.safetensors").exists()
     with pytest.raises(ValueError, match="hidden-state width"):
         AtomTrainer(model=_RegressionModel(_RegressionConfig()),
                     args=arguments(AtomTrainingArguments, tmp_path / "c", atom_weight=0.1))  # fmt: skip
