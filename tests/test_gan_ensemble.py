@@ -263,3 +263,35 @@ def test_study_statistics_on_hand_made_runs():
     assert table["gan"]["modes"]["mean"] == 20 and table["atom_w0.1"]["all_modes"] == 3
     assert table["atom_w0.1"]["modes"]["vs_control"]["higher"] == 3
     assert "| atom_w0.1 | 3 | 25.00 ± 0.00 | 80.0 ± 0.0 |" in gan_study.tables_markdown({"grid": table})
+
+
+def test_a_training_step_never_synchronises_the_host(tmp_path):
+    """A CUDA graph can only capture a step without host synchronisations (`aten._local_scalar_dense`, `.item()`):
+    counted on CPU, per step, as the difference of a 4-step and a 2-step run (evaluation and checkpoint cancel)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    import gan_ensemble
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = self.syncs = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            self.syncs += func is torch.ops.aten._local_scalar_dense.default
+            return func(*args, **(kwargs or {}))
+
+    for methods in ("gan,atom:0.1", "pacgan:2"):
+        counts = []
+        for steps in (2, 4):
+            flags = ["--datasets", "grid", "--methods", methods, "--seeds", "0-1", "--max_steps", str(steps),
+                     "--rng", "shared", "--precision", "bf16", "--output_dir", str(tmp_path / f"{methods}{steps}"),
+                     *NETWORK]  # fmt: skip
+            counter = Count()
+            with counter:
+                gan_ensemble.train_ensemble(*gan_ensemble.parse(flags), log=lambda *_: None)
+            counts.append((counter.ops, counter.syncs))
+        ops_per_step, syncs_per_step = (counts[1][0] - counts[0][0]) / 2, (counts[1][1] - counts[0][1]) / 2
+        assert syncs_per_step == 0, methods
+        assert 0 < ops_per_step < 1000, (methods, ops_per_step)  # the launch count the GPU estimate rests on
