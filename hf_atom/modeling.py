@@ -270,7 +270,11 @@ _ATTACH_CONFIG_KEYS = ("atom_config", "keys_to_ignore_at_inference")  # what `_a
 
 
 def with_atom(
-    model: PreTrainedModel, config: Optional[AtomConfig] = None, *, token_selector: Optional[TokenSelector] = None
+    model: PreTrainedModel,
+    config: Optional[AtomConfig] = None,
+    *,
+    token_selector: Optional[TokenSelector] = None,
+    seed: Optional[int] = None,
 ) -> PreTrainedModel:
     """Gives an already built or loaded model atom heads, in place, and returns it.
 
@@ -282,6 +286,8 @@ def with_atom(
         config (`AtomConfig`, *optional*): atom settings; defaults to `AtomConfig()`.
         token_selector (`callable`, *optional*): `fn(model, outputs, inputs) -> (tokens (B, N, h), mask (B, N))` for
             models the built-in token table does not cover (set `config.input_dim` to h).
+        seed (`int`, *optional*): initialise the heads from this seed without touching the global random state
+            (what `AtomTrainer` does with `args.seed`), so runs that differ only in lambda start from the same heads.
 
     Example:
 
@@ -307,7 +313,10 @@ def with_atom(
     try:
         if old_head is not None:
             del model._modules["atom_head"]
-        model._attach_atom_head(config or AtomConfig())
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model._attach_atom_head(config or AtomConfig())
     except Exception:
         model.__class__ = original_class
         for key in _ATTACH_CONFIG_KEYS:

@@ -65,7 +65,8 @@ class AtomTrainerMixin:
     Args:
         model (`PreTrainedModel`, *optional*): a plain transformers model (atom heads are attached, seeded with
             `args.seed`, without touching the global RNG) or an atom model (`hf_atom.with_atom`, `AutoAtomModel`).
-            A PEFT model must wrap an atom model (`hf_atom.get_peft_model`).
+            A PEFT model must wrap an atom model (`hf_atom.get_peft_model`). With `atom_weight=0` a plain model gets
+            no heads: the run is the parent trainer's exactly (pass an atom model to log untrained heads' statistics).
         args: the parent trainer's arguments plus the `atom_*` settings (e.g. `AtomTrainingArguments`).
         token_selector (`callable`, *optional*): forwarded to `with_atom` for models outside the built-in token table.
         *trainer_args, **kwargs: everything the parent trainer takes.
@@ -132,18 +133,17 @@ class AtomTrainerMixin:
         )
 
     def _prepare_atom_model(self, model: nn.Module, args: AtomArgumentsMixin) -> nn.Module:
-        try:
-            return self._attach_atom_heads(model, args)
-        except ValueError as error:
-            if args.atom_config.weight != 0:
-                raise
-            # lambda = 0: a drop-in takes whatever its parent takes, e.g. a model without transformers hidden states.
-            logger.warning(
-                f"Atom modeling is off for this run: {error} With atom_weight 0, {type(self).__name__} trains the "
-                f"model as {self._atom_parent_name} does and logs no atom statistics."
+        if args.atom_config.weight == 0 and not isinstance(_unwrap_peft(model), AtomMixin):
+            # lambda = 0 with a plain model: the parent trainer exactly, on the very same model (no heads, so no
+            # extra parameters, checkpoint tensors or statistics); it takes whatever the parent takes.
+            logger.info(
+                f"atom_weight is 0: {type(self).__name__} trains this model as {self._atom_parent_name} does, without "
+                "atom heads. To log the statistics of untrained heads (a baseline), pass `hf_atom.with_atom(model, "
+                "seed=...)`."
             )
             self._atom_off = True
             return model
+        return self._attach_atom_heads(model, args)
 
     def _attach_atom_heads(self, model: nn.Module, args: AtomArgumentsMixin) -> nn.Module:
         base = _unwrap_peft(model)
@@ -178,10 +178,8 @@ class AtomTrainerMixin:
             if self._token_selector is not None:
                 base.atom_token_selector = self._token_selector
             return model
-        # Seeded heads that leave the global RNG untouched, so lambda = 0 reproduces the parent trainer exactly.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(args.seed)
-            return with_atom(model, args.atom_config, token_selector=self._token_selector)
+        # Seeded heads that leave the global RNG untouched: the parent's random stream is the same with or without.
+        return with_atom(model, args.atom_config, token_selector=self._token_selector, seed=args.seed)
 
     def _atom_model(self, model: nn.Module) -> AtomMixin:
         # keep_torch_compile=False: under `torch_compile=True` the model is an OptimizedModule around the atom model

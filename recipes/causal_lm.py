@@ -36,7 +36,7 @@ from typing import Any, Optional
 from _common import parse_arguments, train_and_evaluate, write_results
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, default_data_collator, set_seed
 
-from hf_atom import AtomTrainer, AtomTrainingArguments
+from hf_atom import AtomTrainer, AtomTrainingArguments, with_atom
 
 logger = logging.getLogger(__name__)
 
@@ -352,6 +352,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
         collator_kwargs["data_collator"] = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100, padding=True)
     else:
         collator_kwargs["data_collator"] = default_data_collator
+    # Heads on every run, the lambda = 0 baseline too (its untrained heads' statistics are logged beside the
+    # atom run's), seeded alike so that runs differing only in lambda start from the same heads.
+    model = with_atom(model, training_args.atom_config, seed=training_args.seed)
     trainer = trainer_cls(
         model=model,
         args=training_args,

@@ -32,7 +32,7 @@ from _common import check_label_ids, classification_metrics, materialise, parse_
 from image_transforms import FastPixels, ImageTransform, collate
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, set_seed
 
-from hf_atom import AtomTrainer, AtomTrainingArguments
+from hf_atom import AtomTrainer, AtomTrainingArguments, with_atom
 
 logger = logging.getLogger(__name__)
 
@@ -400,6 +400,9 @@ def run(
             splits[name].set_transform(eval_transform)
     training_args.remove_unused_columns = False  # the transforms read the raw image column
 
+    # Heads on every run, the lambda = 0 baseline too (its untrained heads' statistics are logged beside the
+    # atom run's), seeded alike so that runs differing only in lambda start from the same heads.
+    model = with_atom(model, training_args.atom_config, seed=training_args.seed)
     trainer = AtomTrainer(
         model=model,
         args=training_args,

@@ -44,7 +44,7 @@ from transformers import (
     set_seed,
 )
 
-from hf_atom import AtomTrainer, AtomTrainingArguments
+from hf_atom import AtomTrainer, AtomTrainingArguments, with_atom
 
 logger = logging.getLogger(__name__)
 
@@ -384,6 +384,9 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
         path = os.path.join(training_args.output_dir, file_name)
         return write_text_predictions(path, indices[name], predicted, labels, names)
 
+    # Heads on every run, the lambda = 0 baseline too (its untrained heads' statistics are logged beside the
+    # atom run's), seeded alike so that runs differing only in lambda start from the same heads.
+    model = with_atom(model, training_args.atom_config, seed=training_args.seed)
     trainer = AtomTrainer(
         model=model,
         args=training_args,

@@ -268,9 +268,8 @@ def test_study_statistics_on_hand_made_runs():
 def test_a_training_step_never_synchronises_the_host(tmp_path):
     """A CUDA graph can only capture a step without host synchronisations (`aten._local_scalar_dense`, `.item()`):
     counted on CPU, per step, as the difference of a 4-step and a 2-step run (evaluation and checkpoint cancel)."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
     import gan_ensemble
+    from torch.utils._python_dispatch import TorchDispatchMode
 
     class Count(TorchDispatchMode):
         def __init__(self):

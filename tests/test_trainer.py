@@ -52,6 +52,15 @@ def test_lambda_zero_is_exactly_trainer(tmp_path):
     got = backbone_state(atom_model)
     assert expected.keys() == got.keys()
     assert all(torch.equal(expected[n], got[n]) for n in expected)
+    # a plain model at lambda 0 is the parent's run exactly: no heads, no atom statistics
+    assert type(atom_model) is type(plain) and "atom_loss" not in trainer.state.log_history[0]
+    # an atom model at lambda 0 (a baseline with untrained heads): the same backbone, and the heads' statistics
+    with_heads = with_atom(seeded(bert), seed=0)
+    trainer = AtomTrainer(
+        model=with_heads, args=arguments(AtomTrainingArguments, tmp_path / "d", atom_weight=0.0), train_dataset=data
+    )
+    trainer.train()
+    assert all(torch.equal(expected[n], backbone_state(with_heads)[n]) for n in expected)
     assert "atom_loss" in trainer.state.log_history[0]
 
     moved = seeded(bert)
@@ -69,7 +78,7 @@ def test_gradient_accumulation_matches_large_batch(tmp_path, family, atom_weight
     build, data = (bert_no_dropout, text_dataset(8)) if family == "bert" else (gpt2_no_dropout, lm_dataset(8))
     results = []
     for batch, steps in [(4, 1), (2, 2)]:
-        model = seeded(build)
+        model = with_atom(seeded(build), seed=0)  # heads at lambda 0 too: their statistics are compared
         trainer = AtomTrainer(
             model=model,
             args=arguments(

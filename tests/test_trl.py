@@ -25,7 +25,7 @@ def tokenizer():
     )
 
 
-def train(trainer_class, config_class, tmp_path, **atom):
+def train(trainer_class, config_class, tmp_path, build=None, **atom):
     torch.manual_seed(0)
     args = config_class(
         output_dir=str(tmp_path),
@@ -40,7 +40,8 @@ def train(trainer_class, config_class, tmp_path, **atom):
         seed=0,
         **atom,
     )
-    trainer = trainer_class(model=llama_lm(), args=args, train_dataset=token_dataset(), processing_class=tokenizer())
+    model = (build or llama_lm)()
+    trainer = trainer_class(model=model, args=args, train_dataset=token_dataset(), processing_class=tokenizer())
     trainer.train()
     return trainer, {name: param.detach().clone() for name, param in trainer.model.named_parameters()}
 
@@ -53,7 +54,11 @@ def test_lambda_zero_is_exactly_sft_trainer(tmp_path):
 
 
 def test_atom_loss_is_logged_and_moves_heads_and_backbone(tmp_path):
-    _, baseline = train(AtomSFTTrainer, AtomSFTConfig, tmp_path / "zero", atom_weight=0.0)
+    import hf_atom
+
+    # the baseline's heads: the ones the atom run starts from (seed 0), untrained at lambda 0
+    baseline_model = lambda: hf_atom.with_atom(llama_lm(), seed=0)  # noqa: E731
+    _, baseline = train(AtomSFTTrainer, AtomSFTConfig, tmp_path / "zero", build=baseline_model, atom_weight=0.0)
     trainer, atom = train(AtomSFTTrainer, AtomSFTConfig, tmp_path / "atom", atom_weight=1.0)
     log = trainer.state.log_history[0]
     assert log["atom_loss"] > 0 and log["atom_pairs"] == 6 and "mean_token_accuracy" in log
