@@ -19,6 +19,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 try:
@@ -27,7 +28,7 @@ except ImportError as error:  # pragma: no cover - depends on the environment
     raise ImportError("hf_atom.trl needs trl: `pip install hf_atom[trl]` (or `pip install trl`).") from error
 
 from .trainer import AtomTrainerMixin
-from .training_args import atom_arguments_class
+from .training_args import AtomArgumentsMixin, atom_arguments_class
 
 __all__ = ["AtomSFTConfig", "AtomSFTTrainer"]
 
@@ -47,6 +48,13 @@ class AtomSFTTrainer(AtomTrainerMixin, SFTTrainer):
     atom_arguments_class = AtomSFTConfig
 
     def __init__(self, model=None, args=None, *trainer_args, **kwargs):
+        if isinstance(args, AtomArgumentsMixin) and not isinstance(args, SFTConfig):
+            # e.g. `AtomTrainingArguments`: SFTTrainer turns a plain `TrainingArguments` into an `SFTConfig`, and so
+            # does this one, into an `AtomSFTConfig` that keeps the atom settings.
+            # the fields themselves: to_dict() redacts every key ending in "_token" (atom_include_cls_token too)
+            names = {field.name for field in dataclasses.fields(AtomSFTConfig) if field.init}
+            values = {f.name: getattr(args, f.name) for f in dataclasses.fields(args) if f.init and f.name in names}
+            args = AtomSFTConfig(**values)
         model_init_kwargs = getattr(args, "model_init_kwargs", None)
         try:
             super().__init__(model, args, *trainer_args, **kwargs)

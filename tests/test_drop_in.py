@@ -279,3 +279,16 @@ def test_sft_with_packing_pairs_the_packed_samples(tmp_path):
     # the 8 samples of 8 tokens are packed into 2 rows of 32, one batch: C(8, 2) = 28 pairs (one per row pair was 1,
     # and a row as one sample gave 0 at batch 1)
     assert log["atom_pairs"] == 28 and log["atom_loss"] > 0
+
+
+def test_sft_takes_atom_training_arguments_as_sft_trainer_takes_training_arguments(tmp_path):
+    pytest.importorskip("trl")
+    from test_trl import token_dataset, tokenizer
+
+    from hf_atom.trl import AtomSFTConfig, AtomSFTTrainer
+
+    args = AtomTrainingArguments(
+        output_dir=str(tmp_path), report_to="none", use_cpu=True, atom_weight=0.3, max_steps=1
+    )
+    trainer = AtomSFTTrainer(model=llama_lm(), args=args, train_dataset=token_dataset(), processing_class=tokenizer())
+    assert isinstance(trainer.args, AtomSFTConfig) and trainer.args.atom_weight == 0.3 and trainer.args.max_steps == 1
