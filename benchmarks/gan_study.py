@@ -89,7 +89,32 @@ def run_study(
             subprocess.run(command, check=True)
         os.makedirs(target, exist_ok=True)
         for file in sorted(os.listdir(os.path.join(out, "runs"))):
-            shutil.copyfile(os.path.join(out, "runs", file), os.path.join(target, file))
+            copy_result(os.path.join(out, "runs", file), target)
+
+
+def result_file_name(run: dict) -> str:
+    """`<dataset>__<method>__<precision>__s<seed>.json`: the precision is part of the name because the fp32 control
+    twin shares its member names (grid__gan__s0) with the bf16 control."""
+    dataset, method, seed = run["name"].split("__")
+    return f"{dataset}__{method}__{run['settings']['precision']}__{seed}.json"
+
+
+def copy_result(source: str, target: str) -> str:
+    """Copies one member's JSON into the results folder under `result_file_name`; refuses to replace a result of
+    another ensemble (other settings), so a second study entry can never overwrite a finished run."""
+    with open(source, encoding="utf-8") as handle:
+        run = json.load(handle)
+    path = os.path.join(target, result_file_name(run))
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as handle:
+            kept = json.load(handle)
+        if kept["settings"] != run["settings"]:
+            raise SystemExit(
+                f"{path} already holds {kept['name']} from another ensemble (settings {kept['settings']}); "
+                f"not replacing it with the one from {source}. Move one of them away first."
+            )
+    shutil.copyfile(source, path)
+    return path
 
 
 def load_runs(folder: str) -> list[dict]:
@@ -185,11 +210,10 @@ def tables_markdown(table: dict) -> str:
             tests = []
             for key, _ in METRICS:
                 test = row[key].get("vs_control")
-                tests.append(
-                    "control"
-                    if test is None
-                    else f"{_fmt(test['wilcoxon_p'], 3)} ({test['higher']}↑ {test['lower']}↓)"
-                )
+                if test is not None:
+                    tests.append(f"{_fmt(test['wilcoxon_p'], 3)} ({test['higher']}↑ {test['lower']}↓)")
+                else:  # the control itself, or a dataset without a control run
+                    tests.append("control" if method == CONTROL else "—")
             n = len(row["seeds"])
             lines.append(f"| {method} | {n} | {' | '.join(cells)} | {row['all_modes']}/{n} | {' | '.join(tests)} |")
         lines.append("")

@@ -263,6 +263,34 @@ def test_study_statistics_on_hand_made_runs():
     assert table["gan"]["modes"]["mean"] == 20 and table["atom_w0.1"]["all_modes"] == 3
     assert table["atom_w0.1"]["modes"]["vs_control"]["higher"] == 3
     assert "| atom_w0.1 | 3 | 25.00 ± 0.00 | 80.0 ± 0.0 |" in gan_study.tables_markdown({"grid": table})
+    # Without a bf16 control the p-cells say so instead of calling every row "control".
+    alone = gan_study.tables_markdown(gan_study.summarize(runs[3:]))
+    assert "| — | — | — |" in alone and "control" not in alone
+
+
+def test_study_results_never_overwrite_another_ensembles_run(tmp_path):
+    """The fp32 control twin shares member names with the bf16 control (grid__gan__s0): their result files differ
+    by precision, and a run of other settings under the same file name is refused instead of replacing it."""
+    sys.path.insert(0, os.path.join(os.path.dirname(RECIPES), "benchmarks"))
+    import gan_study
+
+    def write(folder, precision, methods):
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, "grid__gan__s0.json")
+        with open(path, "w") as handle:
+            json.dump({"name": "grid__gan__s0", "settings": {"precision": precision, "methods": methods}}, handle)
+        return path
+
+    target = str(tmp_path / "runs")
+    os.makedirs(target)
+    bf16 = gan_study.copy_result(write(str(tmp_path / "a"), "bf16", "gan,atom:0.1"), target)
+    fp32 = gan_study.copy_result(write(str(tmp_path / "b"), "fp32", "gan"), target)
+    assert os.path.basename(bf16) == "grid__gan__bf16__s0.json" and os.path.basename(fp32) == "grid__gan__fp32__s0.json"
+    gan_study.copy_result(write(str(tmp_path / "c"), "bf16", "gan,atom:0.1"), target)  # the same ensemble again
+    with pytest.raises(SystemExit, match="another ensemble"):
+        gan_study.copy_result(write(str(tmp_path / "d"), "bf16", "gan"), target)
+    with open(bf16) as handle:
+        assert json.load(handle)["settings"]["methods"] == "gan,atom:0.1"  # kept
 
 
 def test_a_training_step_never_synchronises_the_host(tmp_path):
