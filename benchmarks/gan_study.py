@@ -252,13 +252,9 @@ def plot_curves(runs: list[dict], path: str) -> None:
     figure.savefig(path, dpi=90)
 
 
-def plot_scatter(outputs: str, runs: list[dict], path: str, seed: int = 0) -> bool:
-    """Final samples of one seed per (dataset, method) over the mixture's centres; False if no samples.pt is here."""
+def scatter_panels(outputs: str, runs: list[dict], seed: int = 0) -> list[tuple[dict, "torch.Tensor"]]:
+    """(run, final samples) of one seed for every run whose ensemble folder under `outputs` kept its samples.pt."""
     import torch
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    from hf_atom.mode_metrics import mixture_spec
 
     panels = []
     for folder in sorted(os.listdir(outputs)) if os.path.isdir(outputs) else []:
@@ -267,12 +263,26 @@ def plot_scatter(outputs: str, runs: list[dict], path: str, seed: int = 0) -> bo
         if not (os.path.exists(summary_path) and os.path.exists(samples_path)):
             continue
         with open(summary_path, encoding="utf-8") as handle:
-            names = [row["name"] for row in json.load(handle)["members"]]
+            summary = json.load(handle)
+        names = [row["name"] for row in summary["members"]]
+        precision = summary["settings"]["precision"]
         samples = torch.load(samples_path, weights_only=True)
-        by_name = {run["name"]: run for run in runs}
+        # Member names repeat across precisions (the fp32 control twin), so the precision is part of the key.
+        by_key = {(run["name"], run["settings"]["precision"]): run for run in runs}
         for i, name in enumerate(names):
-            if name.endswith(f"__s{seed}") and name in by_name:
-                panels.append((by_name[name], samples[i]))
+            if name.endswith(f"__s{seed}") and (name, precision) in by_key:
+                panels.append((by_key[name, precision], samples[i]))
+    return panels
+
+
+def plot_scatter(outputs: str, runs: list[dict], path: str, seed: int = 0) -> bool:
+    """Final samples of one seed per (dataset, method) over the mixture's centres; False if no samples.pt is here."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    from hf_atom.mode_metrics import mixture_spec
+
+    panels = scatter_panels(outputs, runs, seed)
     if not panels:
         return False
     panels.sort(key=lambda p: (p[0]["member"]["dataset"], _method_order(method_of(p[0]))))

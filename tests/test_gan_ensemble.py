@@ -292,6 +292,20 @@ def test_study_results_never_overwrite_another_ensembles_run(tmp_path):
     with open(bf16) as handle:
         assert json.load(handle)["settings"]["methods"] == "gan,atom:0.1"  # kept
 
+    # The scatter pairs each ensemble's samples with the run of the same name AND precision.
+    runs = [{"name": "grid__gan__s0", "settings": {"precision": precision}} for precision in ("bf16", "fp32")]
+    for precision, value in (("bf16", 1.0), ("fp32", 2.0)):
+        folder = tmp_path / "outputs" / f"{precision}control"
+        folder.mkdir(parents=True)
+        summary = {"settings": {"precision": precision}, "members": [{"name": "grid__gan__s0"}]}
+        (folder / "summary.json").write_text(json.dumps(summary))
+        torch.save(torch.full((1, 4, 2), value), folder / "samples.pt")
+    panels = gan_study.scatter_panels(str(tmp_path / "outputs"), runs)
+    assert sorted((run["settings"]["precision"], points[0, 0].item()) for run, points in panels) == [
+        ("bf16", 1.0),
+        ("fp32", 2.0),
+    ]
+
 
 def test_a_training_step_never_synchronises_the_host(tmp_path):
     """A CUDA graph can only capture a step without host synchronisations (`aten._local_scalar_dense`, `.item()`):
