@@ -21,7 +21,10 @@ import shutil
 import subprocess
 import sys
 from collections import defaultdict
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    import torch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results", "gan_study")
@@ -252,7 +255,7 @@ def plot_curves(runs: list[dict], path: str) -> None:
     figure.savefig(path, dpi=90)
 
 
-def scatter_panels(outputs: str, runs: list[dict], seed: int = 0) -> list[tuple[dict, "torch.Tensor"]]:
+def scatter_panels(outputs: str, runs: list[dict], seed: int = 0) -> list[tuple[dict, torch.Tensor]]:
     """(run, final samples) of one seed for every run whose ensemble folder under `outputs` kept its samples.pt."""
     import torch
 

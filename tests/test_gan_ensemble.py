@@ -285,7 +285,9 @@ def test_study_results_never_overwrite_another_ensembles_run(tmp_path):
     os.makedirs(target)
     bf16 = gan_study.copy_result(write(str(tmp_path / "a"), "bf16", "gan,atom:0.1"), target)
     fp32 = gan_study.copy_result(write(str(tmp_path / "b"), "fp32", "gan"), target)
-    assert os.path.basename(bf16) == "grid__gan__bf16__s0.json" and os.path.basename(fp32) == "grid__gan__fp32__s0.json"
+    assert (
+        os.path.basename(bf16) == "grid__gan__bf16__s0.json" and os.path.basename(fp32) == "grid__gan__fp32__s0.json"
+    )
     gan_study.copy_result(write(str(tmp_path / "c"), "bf16", "gan,atom:0.1"), target)  # the same ensemble again
     with pytest.raises(SystemExit, match="another ensemble"):
         gan_study.copy_result(write(str(tmp_path / "d"), "bf16", "gan"), target)
