@@ -343,11 +343,13 @@ def resolve_resume_checkpoint(
         if found is None:
             if skipped:
                 raise ValueError(
-                    f"resume_from_checkpoint=True: no complete checkpoint in {output_dir} ({details}). Start without "
+                    f"No valid checkpoint found in output directory ({output_dir}): resume_from_checkpoint=True found no "
+                    f"complete checkpoint in it ({details}). Start without "
                     "resume_from_checkpoint, or pass a complete checkpoint folder."
                 )
             raise ValueError(
-                f"resume_from_checkpoint=True: {output_dir} holds no checkpoint-N folder. Check --output_dir, or start "
+                f"No valid checkpoint found in output directory ({output_dir}): resume_from_checkpoint=True, but it "
+                "holds no checkpoint-N folder. Check --output_dir, or start "
                 "without resume_from_checkpoint."
             )
         if skipped and logger is not None:
@@ -365,7 +367,9 @@ def resolve_resume_checkpoint(
         )
         hint = f" The newest complete checkpoint next to it is {newest}." if newest else ""
         raise ValueError(
-            f"resume_from_checkpoint={path!r} cannot be resumed from: {', '.join(problems)}.{hint} Pass a complete "
+            # Trainer's own wording first, so code that matches on it keeps working.
+            f"Can't find a valid checkpoint at {path}: resume_from_checkpoint={path!r} cannot be resumed from: "
+            f"{', '.join(problems)}.{hint} Pass a complete "
             "checkpoint, or resume_from_checkpoint=True to pick the newest complete one in --output_dir."
         )
     return path

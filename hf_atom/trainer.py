@@ -27,6 +27,7 @@ Loss scaling (why it is right):
 
 from __future__ import annotations
 
+import functools
 import inspect
 from typing import Any, Optional, Union
 
@@ -116,7 +117,13 @@ class AtomTrainerMixin:
             kwargs["peft_config"] = add_atom_head_to_peft_config(kwargs["peft_config"])
         if kwargs.get("model_init") is not None:  # only passed on when given: not every parent takes model_init
             user_init = kwargs["model_init"]
-            kwargs["model_init"] = lambda *a: self._prepare_atom_model(user_init(*a), self.args)
+
+            # `wraps` keeps the user's signature: Trainer passes `trial` only to a model_init that takes one.
+            @functools.wraps(user_init)
+            def model_init(*trial):
+                return self._prepare_atom_model(user_init(*trial), self.args)
+
+            kwargs["model_init"] = model_init
         super().__init__(model, args, *trainer_args, **kwargs)
         self.atom_config: AtomConfig = self.args.atom_config  # validated once, at argument parsing
         self.atom_objective = AtomObjective(self.atom_config)

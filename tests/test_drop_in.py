@@ -118,6 +118,37 @@ def test_lambda_zero_takes_a_model_without_hidden_states(tmp_path):
                     args=arguments(AtomTrainingArguments, tmp_path / "c", atom_weight=0.1))  # fmt: skip
 
 
+@pytest.mark.parametrize("takes_trial", [False, True])
+def test_model_init_is_called_as_trainer_calls_it(tmp_path, takes_trial):
+    """Trainer passes `trial` only to a model_init that takes an argument (found by the upstream suite)."""
+    seen = []
+
+    def model_init(*trial):
+        seen.append(trial)
+        return seeded(lambda: _RegressionModel(_RegressionConfig()))
+
+    user_init = (lambda trial: model_init(trial)) if takes_trial else (lambda: model_init())
+    trainer = AtomTrainer(
+        args=arguments(AtomTrainingArguments, tmp_path, atom_weight=0.0, num_train_epochs=1),
+        train_dataset=_regression_data(), model_init=user_init,
+    )  # fmt: skip
+    trainer.train()
+    assert seen == [(None,)] * 2 if takes_trial else seen == [()] * 2  # at __init__ and again at train()
+
+
+def test_a_missing_checkpoint_is_named_in_trainers_words(tmp_path):
+    """Code that matches Trainer's message (the upstream suite does) still matches; ours adds what to do."""
+    trainer = AtomTrainer(
+        model=_RegressionModel(_RegressionConfig()),
+        args=arguments(AtomTrainingArguments, tmp_path, atom_weight=0.0),
+        train_dataset=_regression_data(),
+    )
+    with pytest.raises(ValueError, match=r"Can't find a valid checkpoint at .*bogus.* Pass a complete checkpoint"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "checkpoint-5-bogus"))
+    with pytest.raises(ValueError, match=r"No valid checkpoint found in output directory"):
+        trainer.train(resume_from_checkpoint=True)
+
+
 # ---------------------------------------------------------------------------------------------------- trl
 
 

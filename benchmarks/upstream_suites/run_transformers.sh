@@ -4,9 +4,9 @@ HERE="$(cd "$(dirname "$0")" && pwd)"; cd "$HERE" && mkdir -p results
 PYTHON="${PYTHON:-$HERE/../../.venv/bin/python}"
 MODE=${HF_ATOM_SWAP:-none}
 # test_torch_compile_loss_func_compatibility is deselected: torch.compile on 2 busy CPU cores is too slow for the bound.
-HF_ATOM_SWAP=$MODE HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 timeout 1500 "$PYTHON" -m pytest \
+HF_ATOM_SWAP=$MODE HF_HUB_OFFLINE=1 OMP_NUM_THREADS=1 timeout 3000 "$PYTHON" -m pytest \
   -p no:cacheprovider --rootdir "$HERE" -c /dev/null -q -rfEs --timeout 300 \
-  --junitxml=results/transformers_$MODE.xml \
+  --junitxml="$HERE"/results/transformers_$MODE.xml \
   transformers/tests/trainer/test_trainer.py \
   -k "not test_torch_compile_loss_func_compatibility" \
   > results/transformers_$MODE.log 2>&1
