@@ -1,80 +1,105 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
-"""hf_atom: atom modeling (Tuan, Chiu & Wang, arXiv 2210.03728) for Hugging Face Transformers."""
+"""hf_atom: atom modeling (Tuan, Chiu & Wang, arXiv 2210.03728) for Hugging Face Transformers.
+
+The top-level import is lazy (the convention of transformers' and trl's `_LazyModule`): a name's module is imported
+the first time the name is read, so `hf_atom.atom_loss` or `hf_atom.AtomRegularizer` need only torch, and the
+Trainer side (transformers, accelerate) loads only when `hf_atom.AtomTrainer` and its kin are used.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-from .configuration import CHARGE_CONSTRAINTS, POSITION_NORMS, AtomConfig, AtomConfigError
-from .heads import AtomHead
-from .importance import TokenImportance
-from .loss import (
-    STEP_MODES,
-    TOKEN_REDUCTIONS,
-    AtomLoss,
-    AtomLossOutput,
-    AtomSummaries,
-    atom_loss,
-    atom_summaries,
-    charge_target_penalty,
-    check_atom_inputs,
-    pair_energy_matrix,
-)
-from .modeling import (
-    ATOM_OUTPUT_KEYS,
-    AtomMixin,
-    AutoAtomModel,
-    AutoAtomModelForCausalLM,
-    AutoAtomModelForImageClassification,
-    AutoAtomModelForMaskedLM,
-    AutoAtomModelForSequenceClassification,
-    AutoAtomModelForTokenClassification,
-    atom_class_for,
-    with_atom,
-)
-from .peft_utils import get_peft_model
-from .regularizer import AtomObjective, AtomRegularizer, AtomRegularizerOutput
-from .tokens import AtomTokens, feature_map_tokens, feature_widths, mlp_tokens, select_tokens
-from .trainer import AtomTrainer, AtomTrainerMixin
-from .training_args import AtomTrainingArguments, atom_arguments_class
+# submodule -> the public names it defines; one line per module, read by `__getattr__` below.
+_import_structure: dict[str, list[str]] = {
+    "configuration": ["CHARGE_CONSTRAINTS", "POSITION_NORMS", "AtomConfig", "AtomConfigError"],
+    "heads": ["AtomHead"],
+    "importance": ["TokenImportance"],
+    "loss": [
+        "STEP_MODES",
+        "TOKEN_REDUCTIONS",
+        "AtomLoss",
+        "AtomLossOutput",
+        "AtomSummaries",
+        "atom_loss",
+        "atom_summaries",
+        "charge_target_penalty",
+        "check_atom_inputs",
+        "pair_energy_matrix",
+    ],
+    "modeling": [
+        "ATOM_OUTPUT_KEYS",
+        "AtomMixin",
+        "AutoAtomModel",
+        "AutoAtomModelForCausalLM",
+        "AutoAtomModelForImageClassification",
+        "AutoAtomModelForMaskedLM",
+        "AutoAtomModelForSequenceClassification",
+        "AutoAtomModelForTokenClassification",
+        "atom_class_for",
+        "with_atom",
+    ],
+    "peft_utils": ["get_peft_model"],
+    "regularizer": ["AtomObjective", "AtomRegularizer", "AtomRegularizerOutput"],
+    "tokens": ["AtomTokens", "feature_map_tokens", "feature_widths", "mlp_tokens", "select_tokens"],
+    "trainer": ["AtomTrainer", "AtomTrainerMixin"],
+    "training_args": ["AtomTrainingArguments", "atom_arguments_class"],
+}
 
-__all__ = [
-    "__version__",
-    "AtomConfig",
-    "AtomConfigError",
-    "AtomHead",
-    "AtomObjective",
-    "AtomRegularizer",
-    "AtomRegularizerOutput",
-    "AtomTrainerMixin",
-    "atom_arguments_class",
-    "check_atom_inputs",
-    "feature_map_tokens",
-    "mlp_tokens",
-    "AtomLoss",
-    "AtomLossOutput",
-    "AtomSummaries",
-    "atom_loss",
-    "atom_summaries",
-    "charge_target_penalty",
-    "pair_energy_matrix",
-    "STEP_MODES",
-    "TOKEN_REDUCTIONS",
-    "POSITION_NORMS",
-    "CHARGE_CONSTRAINTS",
-    "ATOM_OUTPUT_KEYS",
-    "AtomMixin",
-    "AtomTokens",
-    "AtomTrainer",
-    "AtomTrainingArguments",
-    "AutoAtomModel",
-    "AutoAtomModelForCausalLM",
-    "AutoAtomModelForImageClassification",
-    "AutoAtomModelForMaskedLM",
-    "AutoAtomModelForSequenceClassification",
-    "AutoAtomModelForTokenClassification",
-    "TokenImportance",
-    "atom_class_for",
-    "feature_widths",
-    "get_peft_model",
-    "select_tokens",
-    "with_atom",
-]
+_name_to_module = {name: module for module, names in _import_structure.items() for name in names}
+
+__all__ = ["__version__", *sorted(_name_to_module)]
+
+if TYPE_CHECKING:  # static tools (IDEs, type checkers) see ordinary imports
+    from .configuration import CHARGE_CONSTRAINTS, POSITION_NORMS, AtomConfig, AtomConfigError
+    from .heads import AtomHead
+    from .importance import TokenImportance
+    from .loss import (
+        STEP_MODES,
+        TOKEN_REDUCTIONS,
+        AtomLoss,
+        AtomLossOutput,
+        AtomSummaries,
+        atom_loss,
+        atom_summaries,
+        charge_target_penalty,
+        check_atom_inputs,
+        pair_energy_matrix,
+    )
+    from .modeling import (
+        ATOM_OUTPUT_KEYS,
+        AtomMixin,
+        AutoAtomModel,
+        AutoAtomModelForCausalLM,
+        AutoAtomModelForImageClassification,
+        AutoAtomModelForMaskedLM,
+        AutoAtomModelForSequenceClassification,
+        AutoAtomModelForTokenClassification,
+        atom_class_for,
+        with_atom,
+    )
+    from .peft_utils import get_peft_model
+    from .regularizer import AtomObjective, AtomRegularizer, AtomRegularizerOutput
+    from .tokens import AtomTokens, feature_map_tokens, feature_widths, mlp_tokens, select_tokens
+    from .trainer import AtomTrainer, AtomTrainerMixin
+    from .training_args import AtomTrainingArguments, atom_arguments_class
+
+
+def __getattr__(name: str) -> Any:
+    module = _name_to_module.get(name)
+    if module is None:
+        # `hf_atom.modeling` and the other submodules, as with an eager package.
+        if importlib.util.find_spec(f"{__name__}.{name}") is None:
+            raise AttributeError(f"module 'hf_atom' has no attribute {name!r}")
+        return importlib.import_module(f".{name}", __name__)
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value  # later reads skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return list(__all__)

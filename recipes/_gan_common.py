@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Optional
@@ -18,9 +17,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Runs as scripts (`python recipes/x.py`, `accelerate launch recipes/x.py`): make hf_atom importable from a checkout.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from hf_atom.regularizer import ATOM_STATISTICS  # noqa: E402
+from hf_atom.regularizer import ATOM_STATISTICS
 
 METHODS = ("gan", "atom", "pacgan")
 LR_SCHEDULES = ("constant", "linear")

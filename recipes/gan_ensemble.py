@@ -22,21 +22,18 @@ from __future__ import annotations
 import json
 import math
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Optional, Sequence
 
 import torch
+from _gan_common import AtomGanArguments, data_seed, lr_factor, resolve_layer
+from gan_mixture import MixtureDiscriminator, MixtureGenerator
 from torch import nn
 from torch.nn import functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _gan_common import AtomGanArguments, data_seed, lr_factor, resolve_layer  # noqa: E402
-from gan_mixture import MixtureDiscriminator, MixtureGenerator  # noqa: E402
-
-from hf_atom import AtomRegularizer  # noqa: E402
-from hf_atom.mode_metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture  # noqa: E402
+from hf_atom import AtomRegularizer
+from hf_atom.mode_metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture
 
 ENSEMBLE_METHODS = ("gan", "atom", "pacgan")
 PRECISIONS = ("fp32", "bf16")
@@ -631,7 +628,7 @@ def write_json_atomic(path: str, payload: dict) -> None:
 
 
 def parse(argv: Optional[Sequence[str]] = None) -> tuple[EnsembleArguments, AtomGanArguments]:
-    from _common import parse_arguments
+    from _arguments import parse_arguments
 
     args, atom_args = parse_arguments((EnsembleArguments, AtomGanArguments), argv)
     resolve_layer(atom_args.atom_layer, args.num_hidden_layers)

@@ -13,16 +13,11 @@ The budget (steps) is reduced from their 400k; see docs/GENERATION.md.
 from __future__ import annotations
 
 import os
-import sys
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import torch
-from huggingface_hub import PyTorchModelHubMixin
-from torch import nn
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _gan_common import (  # noqa: E402
+from _gan_common import (
     AtomGanArguments,
     GanParts,
     GanTrainingArguments,
@@ -32,9 +27,11 @@ from _gan_common import (  # noqa: E402
     train_gan,
     write_json,
 )
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
 
-from hf_atom import mlp_tokens  # noqa: E402
-from hf_atom.mode_metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture  # noqa: E402
+from hf_atom import mlp_tokens
+from hf_atom.mode_metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture
 
 
 @dataclass
@@ -177,8 +174,7 @@ def plot_samples(path: str, samples: torch.Tensor, real: torch.Tensor, spec, tit
 
 
 def parse(argv: Optional[Sequence[str]] = None):
-    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from _common import parse_arguments
+    from _arguments import parse_arguments
 
     data_args, args, atom_args = parse_arguments((MixtureArguments, GanTrainingArguments, AtomGanArguments), argv)
     # Checks that need two argument groups: still at parsing, before any data or network is built.

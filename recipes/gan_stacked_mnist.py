@@ -18,19 +18,13 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
 
 import numpy as np
 import torch
-from huggingface_hub import PyTorchModelHubMixin
-from torch import nn
-from torch.nn import functional as F
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _gan_common import (  # noqa: E402
+from _gan_common import (
     AtomGanArguments,
     GanParts,
     GanTrainingArguments,
@@ -39,9 +33,12 @@ from _gan_common import (  # noqa: E402
     train_gan,
     write_json,
 )
+from huggingface_hub import PyTorchModelHubMixin
+from torch import nn
+from torch.nn import functional as F
 
-from hf_atom import feature_map_tokens  # noqa: E402
-from hf_atom.mode_metrics import stacked_mnist_mode_metrics  # noqa: E402
+from hf_atom import feature_map_tokens
+from hf_atom.mode_metrics import stacked_mnist_mode_metrics
 
 DEFAULT_DATA_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "mnist"
@@ -261,7 +258,7 @@ def save_grid(path: str, samples: torch.Tensor, title: str) -> None:
 
 
 def parse(argv: Optional[Sequence[str]] = None):
-    from _common import parse_arguments
+    from _arguments import parse_arguments
 
     data_args, args, atom_args = parse_arguments((StackedMnistArguments, GanTrainingArguments, AtomGanArguments), argv)
     resolve_layer(atom_args.atom_layer, 2)  # the generator has two hidden feature maps (7x7, 14x14)

@@ -1,0 +1,105 @@
+"""Command-line flags from dataclasses for the plain-PyTorch recipes (the GAN recipes), without transformers.
+
+Reads the same command lines as `transformers.HfArgumentParser` for the field types these recipes use (`int`,
+`float`, `str`, `bool`, `Optional[...]` of those): `--name value`, a bare `--flag` for `True`, `--flag false`,
+`--no_<flag>` for booleans that default to `True`, or a single JSON / YAML file with the same keys. The Trainer
+recipes keep `HfArgumentParser` (their `TrainingArguments` has types this module does not read); the GAN recipes
+use this one so that they import only torch and hf_atom's torch side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import sys
+import types
+import typing
+from typing import Any, Sequence
+
+_SCALARS = (int, float, str)
+
+
+def _string_to_bool(value: str | bool) -> bool:
+    if isinstance(value, bool):
+        return value
+    if value.lower() in ("yes", "true", "t", "y", "1"):
+        return True
+    if value.lower() in ("no", "false", "f", "n", "0"):
+        return False
+    raise argparse.ArgumentTypeError(f"Truthy value expected: got {value!r}, expected one of true/false, yes/no, 1/0.")
+
+
+def _scalar_type(owner: type, name: str, annotation: Any) -> type:
+    """`int` for `int` or `Optional[int]`; a clear error for the types this parser does not read."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(arguments) == 1:  # Optional[X]
+            annotation = arguments[0]
+    if annotation is bool or annotation in _SCALARS:
+        return annotation
+    raise TypeError(
+        f"{owner.__name__}.{name}: type {annotation!r} cannot be read from the command line by recipes/_arguments.py "
+        "(it reads int, float, str, bool and Optional of those); use transformers.HfArgumentParser for this dataclass."
+    )
+
+
+def build_parser(dataclass_types: Sequence[type]) -> argparse.ArgumentParser:
+    """An `argparse` parser with one flag per field of `dataclass_types` (help from the field's `metadata`)."""
+    parser = argparse.ArgumentParser()
+    for dataclass_type in dataclass_types:
+        hints = typing.get_type_hints(dataclass_type)
+        group = parser.add_argument_group(dataclass_type.__name__, (dataclass_type.__doc__ or "").strip() or None)
+        for field in dataclasses.fields(dataclass_type):
+            if not field.init:
+                continue
+            kind = _scalar_type(dataclass_type, field.name, hints[field.name])
+            options: dict[str, Any] = {"help": field.metadata.get("help")}
+            has_default = field.default is not dataclasses.MISSING
+            if field.default_factory is not dataclasses.MISSING:
+                options["default"], has_default = field.default_factory(), True
+            elif has_default:
+                options["default"] = field.default
+            if not has_default:
+                options["required"] = True
+            if kind is bool:
+                # `--flag`, `--flag true`, `--flag false`, as HfArgumentParser reads them.
+                options.update(type=_string_to_bool, nargs="?", const=True)
+            else:
+                options["type"] = kind
+            group.add_argument(f"--{field.name}", **options)
+            if kind is bool and field.default is True:
+                group.add_argument(f"--no_{field.name}", action="store_false", dest=field.name)
+    return parser
+
+
+def parse_arguments(dataclass_types: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
+    """One instance per dataclass, from flags or from a single `.json` / `.yaml` file with the fields as keys."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        return _from_file(dataclass_types, os.path.abspath(argv[0]))
+    namespace = build_parser(dataclass_types).parse_args(argv)
+    values = vars(namespace)
+    return tuple(
+        dataclass_type(**{f.name: values[f.name] for f in dataclasses.fields(dataclass_type) if f.init})
+        for dataclass_type in dataclass_types
+    )
+
+
+def _from_file(dataclass_types: Sequence[type], path: str) -> tuple:
+    with open(path, encoding="utf-8") as handle:
+        if path.endswith(".json"):
+            values = json.load(handle)
+        else:
+            import yaml
+
+            values = yaml.safe_load(handle)
+    known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown keys {unknown}; the recipe reads {sorted(known)}.")
+    return tuple(
+        dataclass_type(**{f.name: values[f.name] for f in dataclasses.fields(dataclass_type) if f.name in values})
+        for dataclass_type in dataclass_types
+    )
