@@ -21,7 +21,7 @@ import shutil
 import subprocess
 import sys
 from collections import defaultdict
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
@@ -73,7 +73,7 @@ def method_of(run: dict) -> str:
 
 
 def run_study(
-    study: str, only: Optional[str] = None, lane: str = "0/1", outputs: str = OUTPUTS, results: str = RESULTS
+    study: str, only: str | None = None, lane: str = "0/1", outputs: str = OUTPUTS, results: str = RESULTS
 ) -> None:
     """Runs the ensembles of `study` in turn, each in its own process: all, just `only`, or every N-th from the
     K-th for `lane="K/N"` (N lanes side by side, one core each)."""

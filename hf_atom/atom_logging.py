@@ -3,13 +3,13 @@
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+from collections.abc import Callable
 
 import torch
 
 from .regularizer import ATOM_STATISTICS, AtomRegularizerOutput
 
-__all__ = ["AtomMetricsBuffer", "METRIC_NAMES"]
+__all__ = ["METRIC_NAMES", "AtomMetricsBuffer"]
 
 METRIC_NAMES = ("task_loss",) + ATOM_STATISTICS
 _PAIRS = METRIC_NAMES.index("atom_pairs")
@@ -33,8 +33,8 @@ class AtomMetricsBuffer:
         self._rows[mode].clear()
 
     def summary(
-        self, mode: str, reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
-    ) -> Optional[dict[str, float]]:
+        self, mode: str, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> dict[str, float] | None:
         """Averages and clears one mode's rows; None when there are none.
 
         Losses and token statistics: the mean over steps in training (like Trainer's loss), over samples in evaluation

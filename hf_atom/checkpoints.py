@@ -25,7 +25,7 @@ import os
 import re
 import struct
 import zipfile
-from typing import Optional, Union
+from typing import Union
 
 __all__ = [
     "check_saved_model",
@@ -49,7 +49,7 @@ PathLike = Union[str, "os.PathLike[str]"]
 # -- single files ----------------------------------------------------------------------------------------------
 
 
-def safetensors_problem(path: PathLike) -> Optional[str]:
+def safetensors_problem(path: PathLike) -> str | None:
     """Why a `.safetensors` file cannot be loaded whole, or None if its header and size are consistent.
 
     A safetensors file is an 8-byte little-endian header length, a JSON header giving every tensor's byte range,
@@ -84,7 +84,7 @@ def safetensors_problem(path: PathLike) -> Optional[str]:
     return None
 
 
-def torch_file_problem(path: PathLike) -> Optional[str]:
+def torch_file_problem(path: PathLike) -> str | None:
     """Why a `torch.save` file (`optimizer.pt`, `scheduler.pt`, `rng_state.pth`, ...) is not whole, or None.
 
     `torch.save` writes a zip archive whose directory comes last, so a file cut short has no readable directory;
@@ -104,7 +104,7 @@ def torch_file_problem(path: PathLike) -> Optional[str]:
     return None
 
 
-def _json_problem(path: PathLike, required_key: Optional[str] = None) -> Optional[str]:
+def _json_problem(path: PathLike, required_key: str | None = None) -> str | None:
     name = os.path.basename(path)
     try:
         with open(path, encoding="utf-8") as handle:
@@ -129,11 +129,11 @@ _WEIGHT_FORMATS = (
 )
 
 
-def _file_problem(path: str) -> Optional[str]:
+def _file_problem(path: str) -> str | None:
     return safetensors_problem(path) if path.endswith(".safetensors") else torch_file_problem(path)
 
 
-def weights_problems(folder: PathLike) -> Optional[list[str]]:
+def weights_problems(folder: PathLike) -> list[str] | None:
     """Problems of the model weights in `folder` (single file or shards with their index), `[]` if they are whole,
     or None if `folder` holds no weights in a format checked here (plain, sharded or PEFT; not FSDP/DeepSpeed)."""
     for single, index in _WEIGHT_FORMATS:
@@ -181,7 +181,7 @@ def _saved_shapes(folder: str, wanted: list[str]) -> tuple[dict[str, tuple[int, 
 
 
 def check_saved_model(
-    folder: PathLike, expected_head_shapes: Optional[dict[str, tuple[int, ...]]] = None, *, settings: str = ""
+    folder: PathLike, expected_head_shapes: dict[str, tuple[int, ...]] | None = None, *, settings: str = ""
 ) -> None:
     """Checks a saved model folder before loading it, so that a broken save fails with a message, not a traceback.
 
@@ -309,7 +309,7 @@ def list_checkpoints(output_dir: PathLike) -> list[str]:
 
 def newest_complete_checkpoint(
     output_dir: PathLike, *, require_optimizer: bool = True, world_size: int = 1
-) -> tuple[Optional[str], list[tuple[str, list[str]]]]:
+) -> tuple[str | None, list[tuple[str, list[str]]]]:
     """The newest complete `checkpoint-N` of `output_dir` (None if there is none), and every newer folder that was
     skipped, with its problems (newest first)."""
     skipped = []
@@ -322,7 +322,7 @@ def newest_complete_checkpoint(
 
 
 def resolve_resume_checkpoint(
-    resume_from_checkpoint: Union[bool, str, "os.PathLike[str]"],
+    resume_from_checkpoint: bool | str | os.PathLike[str],
     output_dir: PathLike,
     *,
     require_optimizer: bool = True,

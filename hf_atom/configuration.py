@@ -13,10 +13,11 @@ import dataclasses
 import functools
 import json
 import math
+import types
 import typing
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal, Optional
+from typing import Any, Literal
 
 from .loss import STEP_MODES, TOKEN_REDUCTIONS, AtomLoss, StepMode, TokenReduction
 
@@ -31,12 +32,12 @@ CHARGE_CONSTRAINTS: tuple[str, ...] = typing.get_args(ChargeConstraint)
 LOSS, HEAD, TRAINING = "loss", "head", "training"
 
 __all__ = [
-    "AtomConfig",
-    "AtomConfigError",
+    "CHARGE_CONSTRAINTS",
+    "POSITION_NORMS",
     "STEP_MODES",
     "TOKEN_REDUCTIONS",
-    "POSITION_NORMS",
-    "CHARGE_CONSTRAINTS",
+    "AtomConfig",
+    "AtomConfigError",
 ]
 
 
@@ -49,7 +50,7 @@ class AtomConfigError(ValueError):
         self.problem = problem
         super().__init__(spelling.format(field_name) + " " + problem)
 
-    def respelled(self, spelling: str) -> "AtomConfigError":
+    def respelled(self, spelling: str) -> AtomConfigError:
         return AtomConfigError(self.field, self.problem, spelling)
 
 
@@ -85,10 +86,10 @@ class AtomConfig:
     weight: float = _setting(
         0.1, LOSS, "lambda in loss = task_loss + lambda * (L_A + charge term) (D6). 0 trains the plain model.", min=0.0
     )
-    input_dim: Optional[int] = _setting(
+    input_dim: int | None = _setting(
         None, HEAD, "Width h of the token features the heads read. Default: read from the model's config.", min=1
     )
-    position_dim: Optional[int] = _setting(
+    position_dim: int | None = _setting(
         None, HEAD, "Width D of the positions p (Eq. 12). Default: h, as in the paper.", min=1
     )
     softening: float = _setting(
@@ -144,7 +145,7 @@ class AtomConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: Any) -> "AtomConfig":
+    def from_dict(cls, values: Any) -> AtomConfig:
         """Builds a validated config from a dict (e.g. `config.atom_config` of a checkpoint)."""
         if not isinstance(values, Mapping):
             raise AtomConfigError(
@@ -161,7 +162,7 @@ class AtomConfig:
     def to_json_string(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
-    def replace(self, **changes: Any) -> "AtomConfig":
+    def replace(self, **changes: Any) -> AtomConfig:
         """A validated copy with some fields changed."""
         return dataclasses.replace(self, **changes)
 
@@ -186,14 +187,14 @@ class AtomConfig:
         return AtomLoss(self.softening, self.step, self.token_reduction, self.norm_ord, charge_target)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _type_hints() -> dict[str, Any]:
     return typing.get_type_hints(AtomConfig)  # evaluated once: the annotations are strings (PEP 563)
 
 
 def _resolved_type(spec: dataclasses.Field) -> Any:
     kind = _type_hints()[spec.name]
-    if typing.get_origin(kind) is typing.Union:  # Optional[X]
+    if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
         kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
     return kind
 

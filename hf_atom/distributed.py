@@ -10,7 +10,6 @@ single-process loss on the concatenated batch (tested with 2 gloo processes).
 from __future__ import annotations
 
 import warnings
-from typing import Optional
 
 import torch
 import torch.distributed as dist
@@ -18,7 +17,7 @@ from torch.distributed.nn.functional import all_gather as differentiable_all_gat
 
 from .loss import AtomLoss, AtomLossOutput, AtomSummaries, masked_pair_energies
 
-__all__ = ["is_distributed", "gather_summaries", "cross_process_atom_loss"]
+__all__ = ["cross_process_atom_loss", "gather_summaries", "is_distributed"]
 
 
 def is_distributed() -> bool:
@@ -26,7 +25,7 @@ def is_distributed() -> bool:
 
 
 def gather_summaries(
-    local: AtomSummaries, group: Optional[dist.ProcessGroup] = None
+    local: AtomSummaries, group: dist.ProcessGroup | None = None
 ) -> tuple[AtomSummaries, torch.Tensor]:
     """Gathers every process's summaries, with gradient, into one global batch.
 
@@ -70,7 +69,7 @@ def gather_summaries(
 
 
 def cross_process_atom_loss(
-    loss_module: AtomLoss, local: AtomSummaries, group: Optional[dist.ProcessGroup] = None
+    loss_module: AtomLoss, local: AtomSummaries, group: dist.ProcessGroup | None = None
 ) -> tuple[torch.Tensor, AtomLossOutput]:
     """The atomic loss over all processes' samples.
 

@@ -14,9 +14,10 @@ import html
 import os
 import struct
 import urllib.parse
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any
 
 import numpy as np
 import torch
@@ -28,7 +29,7 @@ from .visualize import render_image_importance, render_text_importance, text_imp
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["Explanation", "Explainer", "IMAGE_EXTENSIONS", "check_output_folder", "text_pieces", "write_index"]
+__all__ = ["IMAGE_EXTENSIONS", "Explainer", "Explanation", "check_output_folder", "text_pieces", "write_index"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
@@ -48,20 +49,18 @@ class Explanation:
 
     kind: str
     source: str
-    prediction: Optional[str]
+    prediction: str | None
     importance: np.ndarray
     pieces: list = field(default_factory=list)
     files: list = field(default_factory=list)
 
 
-def text_pieces(
-    text: str, importance: TokenImportance, index: int, tokenizer: Any
-) -> list[tuple[str, Optional[float]]]:
+def text_pieces(text: str, importance: TokenImportance, index: int, tokenizer: Any) -> list[tuple[str, float | None]]:
     """Splits `text` into (piece, q) in input order: tokens with their q, the text between them with None.
 
     Tokens without a character span (special tokens such as [CLS]) are shown by name, separated by spaces.
     """
-    pieces: list[tuple[str, Optional[float]]] = []
+    pieces: list[tuple[str, float | None]] = []
     cursor = 0
     for row in importance.tokens(index, tokenizer, text=text):
         start, end = row.get("span", (0, 0))
@@ -97,7 +96,7 @@ class Explainer:
         self.kind = "image" if getattr(model, "main_input_name", "input_ids") == "pixel_values" else "text"
 
     @classmethod
-    def from_pretrained(cls, model_dir: Union[str, os.PathLike], **kwargs) -> "Explainer":
+    def from_pretrained(cls, model_dir: str | os.PathLike, **kwargs) -> Explainer:
         """Loads the atom model and its processor (image processor or tokenizer) from one folder."""
         from transformers import AutoImageProcessor, AutoTokenizer
 
@@ -112,7 +111,7 @@ class Explainer:
             ) from error
         return cls(model, processor, **kwargs)
 
-    def _label(self, logits: Optional[torch.Tensor]) -> list[Optional[str]]:
+    def _label(self, logits: torch.Tensor | None) -> list[str | None]:
         if logits is None or logits.dim() != 2:
             return [None] * (0 if logits is None else logits.shape[0])
         id2label = getattr(self.model.config, "id2label", None) or {}
@@ -132,10 +131,10 @@ class Explainer:
     def explain_images(
         self,
         images: Sequence[Any],
-        names: Optional[Sequence[str]] = None,
-        out_dir: Optional[str] = None,
+        names: Sequence[str] | None = None,
+        out_dir: str | None = None,
         *,
-        out_names: Optional[Sequence[str]] = None,
+        out_names: Sequence[str] | None = None,
     ) -> list[Explanation]:
         """Heat maps of q for PIL images (one PNG each when `out_dir` is set).
 
@@ -182,7 +181,7 @@ class Explainer:
 
     # -- text ------------------------------------------------------------------------------------------------
 
-    def explain_texts(self, texts: Sequence[str], out_dir: Optional[str] = None) -> list[Explanation]:
+    def explain_texts(self, texts: Sequence[str], out_dir: str | None = None) -> list[Explanation]:
         """Coloured tokens for texts (an HTML fragment and a PNG each when `out_dir` is set)."""
         results = []
         for start in range(0, len(texts), self.batch_size):
@@ -398,7 +397,7 @@ def _read_image(path: Path):
         raise ValueError(f"{str(path)!r} is not a readable image ({type(error).__name__}: {error}).") from None
 
 
-def _load_model(model_dir: Union[str, os.PathLike]):
+def _load_model(model_dir: str | os.PathLike):
     """`AutoAtomModel.from_pretrained`, with every way it can fail on a user's path turned into one `ValueError`."""
     path = os.fspath(model_dir)
     if os.path.isfile(path):

@@ -9,8 +9,8 @@ exactly one must exist, or atom modeling would silently do nothing (or pick the 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 from torch import nn

@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional
+from typing import Any
 
 import torch
 
@@ -31,12 +31,12 @@ class TokenImportance:
 
     q: torch.Tensor
     mask: torch.Tensor
-    grid_shape: Optional[tuple[int, int]] = None
-    cell_size: Optional[tuple[float, float]] = None
+    grid_shape: tuple[int, int] | None = None
+    cell_size: tuple[float, float] | None = None
     num_prefix_tokens: int = 0
-    input_ids: Optional[torch.Tensor] = None
-    offsets: Optional[torch.Tensor] = None
-    logits: Optional[torch.Tensor] = None
+    input_ids: torch.Tensor | None = None
+    offsets: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
 
     @property
     def is_image(self) -> bool:
@@ -50,7 +50,7 @@ class TokenImportance:
         values = self.q.float().masked_fill(~self.mask, float("nan"))
         return values[:, self.num_prefix_tokens : self.num_prefix_tokens + rows * cols].reshape(-1, rows, cols)
 
-    def tokens(self, index: int, tokenizer: Any = None, text: Optional[str] = None) -> list[dict[str, Any]]:
+    def tokens(self, index: int, tokenizer: Any = None, text: str | None = None) -> list[dict[str, Any]]:
         """Text: the valid tokens of sample `index`, in input order, as dicts with `position`, `q`, and where
         available `token_id`, `token` (with a `tokenizer`), `span` and `text` (with the original `text`)."""
         rows = []

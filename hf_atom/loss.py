@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import typing
 from dataclasses import dataclass
-from typing import Literal, Optional, Union
+from typing import Literal
 
 import torch
 from torch import nn
@@ -48,15 +48,15 @@ TOKEN_REDUCTIONS: tuple[str, ...] = typing.get_args(TokenReduction)
 __all__ = [
     "STEP_MODES",
     "TOKEN_REDUCTIONS",
-    "AtomSummaries",
-    "AtomLossOutput",
     "AtomLoss",
+    "AtomLossOutput",
+    "AtomSummaries",
     "atom_loss",
     "atom_summaries",
-    "pair_energy_matrix",
-    "masked_pair_energies",
     "charge_target_penalty",
     "check_atom_inputs",
+    "masked_pair_energies",
+    "pair_energy_matrix",
     "validate_loss_settings",
 ]
 
@@ -88,7 +88,7 @@ def validate_loss_settings(softening: float, step: str, token_reduction: str, no
         )
 
 
-def _validate_tensors(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor]) -> None:
+def _validate_tensors(q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None) -> None:
     for name, tensor in (("q", q), ("p", p)):
         if not isinstance(tensor, torch.Tensor):
             raise ValueError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}.")
@@ -121,7 +121,7 @@ def _validate_tensors(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Ten
 
 
 def check_atom_inputs(
-    q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor] = None, *, check_positions: bool = True
+    q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None = None, *, check_positions: bool = True
 ) -> None:
     """Checks the values of the loss's inputs against its contract, raising a `ValueError` that names the problem.
 
@@ -134,7 +134,7 @@ def check_atom_inputs(
     _check_values(q, p, mask, check_positions)
 
 
-def _check_values(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor], check_positions: bool) -> None:
+def _check_values(q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None, check_positions: bool) -> None:
     keep = torch.ones_like(q, dtype=torch.bool) if mask is None else mask != 0
     if mask is not None and mask.dtype != torch.bool:
         wrong = (mask != 0) & (mask != 1)
@@ -155,7 +155,7 @@ def _check_values(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor]
         raise ValueError("`p` has NaN or infinite values on valid tokens.")
 
 
-def _check_inputs(q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor], check_values: bool) -> None:
+def _check_inputs(q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None, check_values: bool) -> None:
     _validate_tensors(q, p, mask)
     if _under_vmap(q, p):  # a value check is data-dependent control flow: check the stacked inputs before vmap
         return
@@ -198,13 +198,13 @@ class AtomSummaries:
         return (self.mu, self.r, self.s_plus, self.s_minus, self.n_tokens, self.valid)
 
     @classmethod
-    def cat(cls, parts: "list[AtomSummaries]") -> "AtomSummaries":
+    def cat(cls, parts: list[AtomSummaries]) -> AtomSummaries:
         """Concatenates summaries of several batches (e.g. gathered from several processes)."""
         return cls(*[torch.cat(list(fields), dim=0) for fields in zip(*(part.as_tuple() for part in parts))])
 
 
 def atom_summaries(
-    q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor] = None, *, norm_ord: float = 2.0
+    q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None = None, *, norm_ord: float = 2.0
 ) -> AtomSummaries:
     """Computes the per-sample summaries of Eq. 9-11 (mu, r, S+, S-) in O(B*N*D).
 
@@ -294,7 +294,7 @@ class AtomLossOutput:
     summaries: AtomSummaries
     pair_mask: torch.Tensor
     num_pairs: torch.Tensor
-    charge_penalty: Optional[torch.Tensor] = None
+    charge_penalty: torch.Tensor | None = None
 
     def __getattr__(self, name: str):  # output.mu, output.r, ...: the summaries' fields
         if name in _SUMMARY_FIELDS:
@@ -362,7 +362,7 @@ def _loss_from_summaries(
 def atom_loss(
     q: torch.Tensor,
     p: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
+    mask: torch.Tensor | None = None,
     *,
     softening: float = 0.1,
     step: str = "opposite",
@@ -407,9 +407,7 @@ def atom_loss(
     return _loss_from_summaries(summaries, softening, step, token_reduction, norm_ord).loss
 
 
-def charge_target_penalty(
-    q: torch.Tensor, mask: Optional[torch.Tensor] = None, *, target: float = 0.5
-) -> torch.Tensor:
+def charge_target_penalty(q: torch.Tensor, mask: torch.Tensor | None = None, *, target: float = 0.5) -> torch.Tensor:
     """Anti-collapse constraint on the charges (D3d, ours): mean over valid samples of (mean_i |q_i| - target)^2.
 
     Without it the charges drift to 0, where L_A vanishes and the interpretation of q is empty (docs/DESIGN.md,
@@ -453,7 +451,7 @@ class AtomLoss(nn.Module):
         step: str = "opposite",
         token_reduction: str = "mean",
         norm_ord: float = 2.0,
-        charge_target: Optional[float] = None,
+        charge_target: float | None = None,
         check_values: bool = False,
     ):
         super().__init__()
@@ -473,7 +471,7 @@ class AtomLoss(nn.Module):
             f"norm_ord={self.norm_ord}, charge_target={self.charge_target}"
         )
 
-    def summaries(self, q: torch.Tensor, p: torch.Tensor, mask: Optional[torch.Tensor] = None) -> AtomSummaries:
+    def summaries(self, q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None = None) -> AtomSummaries:
         """Per-sample summaries (validated inputs); what a distributed run gathers across processes."""
         _check_inputs(q, p, mask, self.check_values)
         return atom_summaries(q, p, mask, norm_ord=self.norm_ord)
@@ -485,9 +483,9 @@ class AtomLoss(nn.Module):
         self,
         q: torch.Tensor,
         p: torch.Tensor,
-        mask: Optional[torch.Tensor] = None,
+        mask: torch.Tensor | None = None,
         return_parts: bool = False,
-    ) -> Union[torch.Tensor, AtomLossOutput]:
+    ) -> torch.Tensor | AtomLossOutput:
         output = self.loss_from_summaries(self.summaries(q, p, mask))
         if self.charge_target is not None:
             output.charge_penalty = charge_target_penalty(q, mask, target=self.charge_target)

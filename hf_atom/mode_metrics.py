@@ -26,10 +26,10 @@ import torch
 __all__ = [
     "MIXTURES",
     "MixtureSpec",
-    "mixture_spec",
-    "sample_mixture",
     "kl_to_uniform",
     "mixture_mode_metrics",
+    "mixture_spec",
+    "sample_mixture",
     "stacked_mnist_mode_metrics",
 ]
 

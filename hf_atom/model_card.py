@@ -8,7 +8,7 @@ import os
 
 from .configuration import AtomConfig
 
-__all__ = ["ATOM_TAGS", "atom_card_section", "add_atom_section"]
+__all__ = ["ATOM_TAGS", "add_atom_section", "atom_card_section"]
 
 ATOM_TAGS = ("hf_atom", "atom-modeling")
 _BEGIN, _END = "<!-- hf_atom: begin -->", "<!-- hf_atom: end -->"

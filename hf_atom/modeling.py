@@ -16,7 +16,7 @@ import functools
 import inspect
 import os
 import sys
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 import transformers
@@ -32,14 +32,14 @@ from .tokens import AtomTokens, TokenSelector, feature_widths, select_tokens
 __all__ = [
     "ATOM_OUTPUT_KEYS",
     "AtomMixin",
+    "AutoAtomModel",
+    "AutoAtomModelForCausalLM",
+    "AutoAtomModelForImageClassification",
+    "AutoAtomModelForMaskedLM",
+    "AutoAtomModelForSequenceClassification",
+    "AutoAtomModelForTokenClassification",
     "atom_class_for",
     "with_atom",
-    "AutoAtomModel",
-    "AutoAtomModelForSequenceClassification",
-    "AutoAtomModelForImageClassification",
-    "AutoAtomModelForCausalLM",
-    "AutoAtomModelForTokenClassification",
-    "AutoAtomModelForMaskedLM",
 ]
 
 ATOM_OUTPUT_KEYS = ("atom_q", "atom_p", "atom_mask")
@@ -63,7 +63,7 @@ def _register(cls: type) -> type:
 def _atom_output_class(output_cls: type) -> type:
     """`Atom<Output>`: the model's own output dataclass plus `atom_q`, `atom_p` and `atom_mask`."""
     if output_cls not in _output_classes:
-        fields = [(key, Optional[torch.Tensor], dataclasses.field(default=None)) for key in ATOM_OUTPUT_KEYS]
+        fields = [(key, torch.Tensor | None, dataclasses.field(default=None)) for key in ATOM_OUTPUT_KEYS]
         cls = dataclasses.make_dataclass(_ATOM_PREFIX + output_cls.__name__, fields, bases=(output_cls,))
         _output_classes[output_cls] = _register(cls)
     return _output_classes[output_cls]
@@ -75,7 +75,7 @@ def _forward_signature(base_forward) -> inspect.Signature:
     params = list(signature.parameters.values())
     names = {p.name for p in params}
     extra = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Optional[torch.Tensor])
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=torch.Tensor | None)
         for name in _EXTRA_FORWARD_INPUTS
         if name not in names
     ]
@@ -140,7 +140,7 @@ class AtomMixin:
 
     _atom_base_class: type
     atom_head: AtomHead
-    atom_token_selector: Optional[TokenSelector] = None
+    atom_token_selector: TokenSelector | None = None
 
     # -- construction ------------------------------------------------------------------------------------
 
@@ -271,10 +271,10 @@ _ATTACH_CONFIG_KEYS = ("atom_config", "keys_to_ignore_at_inference")  # what `_a
 
 def with_atom(
     model: PreTrainedModel,
-    config: Optional[AtomConfig] = None,
+    config: AtomConfig | None = None,
     *,
-    token_selector: Optional[TokenSelector] = None,
-    seed: Optional[int] = None,
+    token_selector: TokenSelector | None = None,
+    seed: int | None = None,
 ) -> PreTrainedModel:
     """Gives an already built or loaded model atom heads, in place, and returns it.
 
@@ -348,11 +348,11 @@ class AutoAtomModel:
     ```
     """
 
-    _auto_class: Optional[type] = None
+    _auto_class: type | None = None
     _config_kwargs = ("cache_dir", "revision", "token", "local_files_only", "trust_remote_code", "subfolder")
 
     def __init__(self, *args, **kwargs):
-        raise EnvironmentError(f"Use `{type(self).__name__}.from_pretrained(...)` or `.from_config(...)`.")
+        raise OSError(f"Use `{type(self).__name__}.from_pretrained(...)` or `.from_config(...)`.")
 
     @classmethod
     def _base_class(cls, config) -> type:
@@ -371,7 +371,7 @@ class AutoAtomModel:
         return transformers.AutoModel._model_mapping[type(config)]
 
     @classmethod
-    def _prepare_config(cls, config, atom_config: Optional[AtomConfig]):
+    def _prepare_config(cls, config, atom_config: AtomConfig | None):
         if atom_config is not None:
             if not isinstance(atom_config, AtomConfig):
                 raise ValueError(f"`atom_config` must be an hf_atom.AtomConfig, got {type(atom_config).__name__}.")
@@ -381,10 +381,10 @@ class AutoAtomModel:
     @classmethod
     def from_pretrained(
         cls,
-        pretrained_model_name_or_path: Union[str, "os.PathLike"],  # noqa: F821
+        pretrained_model_name_or_path: str | os.PathLike,  # noqa: F821
         *model_args,
-        atom_config: Optional[AtomConfig] = None,
-        token_selector: Optional[TokenSelector] = None,
+        atom_config: AtomConfig | None = None,
+        token_selector: TokenSelector | None = None,
         **kwargs,
     ) -> PreTrainedModel:
         """Like `AutoModel.from_pretrained`; `atom_config` overrides the saved atom settings (new heads must then
@@ -406,7 +406,7 @@ class AutoAtomModel:
         return model
 
     @classmethod
-    def from_config(cls, config, atom_config: Optional[AtomConfig] = None, **kwargs) -> PreTrainedModel:
+    def from_config(cls, config, atom_config: AtomConfig | None = None, **kwargs) -> PreTrainedModel:
         """A randomly initialised atom model for `config` (like `AutoModel.from_config`)."""
         config = cls._prepare_config(config, atom_config)
         return atom_class_for(cls._base_class(config))(config, **kwargs)

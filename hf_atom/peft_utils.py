@@ -8,7 +8,7 @@ from typing import Any
 
 from .modeling import AtomMixin
 
-__all__ = ["ATOM_HEAD_MODULE", "get_peft_model", "add_atom_head_to_peft_config"]
+__all__ = ["ATOM_HEAD_MODULE", "add_atom_head_to_peft_config", "get_peft_model"]
 
 ATOM_HEAD_MODULE = "atom_head"
 

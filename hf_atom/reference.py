@@ -7,15 +7,13 @@ reference that the tests and benchmarks compare the factorised `hf_atom.atom_los
 
 from __future__ import annotations
 
-from typing import Optional
-
 import torch
 
 
 def naive_atom_loss(
     q: torch.Tensor,
     p: torch.Tensor,
-    mask: Optional[torch.Tensor] = None,
+    mask: torch.Tensor | None = None,
     *,
     softening: float = 0.1,
     step: str = "opposite",

@@ -22,7 +22,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import nn
@@ -99,7 +98,7 @@ class AtomRegularizerOutput:
         )
         return dict(zip(ATOM_STATISTICS, values))
 
-    def check_finite(self, task_loss: Optional[torch.Tensor] = None, step: Optional[int] = None) -> None:
+    def check_finite(self, task_loss: torch.Tensor | None = None, step: int | None = None) -> None:
         """Raises a `FloatingPointError` naming the part (task loss, L_A, charge term) that is NaN or infinite.
 
         Call it before `backward()` so a non-finite objective never reaches the weights. One host synchronisation.
@@ -139,7 +138,7 @@ class AtomObjective(nn.Module):
         config (`AtomConfig`, *optional*): the settings; defaults to `AtomConfig()`.
     """
 
-    def __init__(self, config: Optional[AtomConfig] = None):
+    def __init__(self, config: AtomConfig | None = None):
         super().__init__()
         self.config = config if config is not None else AtomConfig()
         self.loss_fn = self.config.loss_module(with_charge_penalty=False)
@@ -152,9 +151,9 @@ class AtomObjective(nn.Module):
         self,
         q: torch.Tensor,
         p: torch.Tensor,
-        mask: Optional[torch.Tensor] = None,
+        mask: torch.Tensor | None = None,
         *,
-        weight: Optional[float] = None,
+        weight: float | None = None,
         gather_across_processes: bool = False,
         validate: bool = True,
     ) -> AtomRegularizerOutput:
@@ -217,7 +216,7 @@ class AtomRegularizer(nn.Module):
     `feature_map_tokens` for turning (B, H) activations or (B, C, H, W) feature maps into tokens.
     """
 
-    def __init__(self, hidden_size: int, config: Optional[AtomConfig] = None):
+    def __init__(self, hidden_size: int, config: AtomConfig | None = None):
         super().__init__()
         config = config if config is not None else AtomConfig()
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
@@ -234,9 +233,9 @@ class AtomRegularizer(nn.Module):
     def forward(
         self,
         tokens: torch.Tensor,
-        mask: Optional[torch.Tensor] = None,
+        mask: torch.Tensor | None = None,
         *,
-        weight: Optional[float] = None,
+        weight: float | None = None,
         gather_across_processes: bool = False,
     ) -> AtomRegularizerOutput:
         """Runs the head on `tokens` (batch, tokens, hidden_size) and returns the objective and its parts."""

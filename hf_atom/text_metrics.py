@@ -16,7 +16,7 @@ changes nothing in practice; nltk's own documented example of `word_tokenize` is
 from __future__ import annotations
 
 import random
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 __all__ = ["distinct_n", "ngrams", "self_bleu", "word_tokenize"]
 

@@ -12,8 +12,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional
+from typing import Any
 
 import torch
 
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 # selector(model, outputs, inputs) -> (tokens (B, N, h), mask (B, N) or None)
-TokenSelector = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], tuple[torch.Tensor, Optional[torch.Tensor]]]
+TokenSelector = Callable[[Any, Mapping[str, Any], Mapping[str, Any]], tuple[torch.Tensor, torch.Tensor | None]]
 
 _WIDTH_NAMES = ("hidden_size", "d_model", "n_embd", "dim", "embed_dim")
 _DEPTH_NAMES = ("num_hidden_layers", "n_layer", "num_layers")
@@ -50,8 +51,8 @@ class AtomTokens:
 
     hidden: torch.Tensor
     mask: torch.Tensor
-    grid_shape: Optional[tuple[int, int]] = None
-    cell_size: Optional[tuple[float, float]] = None
+    grid_shape: tuple[int, int] | None = None
+    cell_size: tuple[float, float] | None = None
     num_prefix_tokens: int = 0
 
 
@@ -69,7 +70,7 @@ def _sub_configs(config) -> list:
     return configs
 
 
-def feature_widths(config) -> Optional[list[int]]:
+def feature_widths(config) -> list[int] | None:
     """Width of each entry of `hidden_states`, read from a transformers config (None if it cannot be read).
 
     Transformers: `num_hidden_layers + 1` entries of `hidden_size` (like trl's value head: `hidden_size`, then

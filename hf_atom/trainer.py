@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import functools
 import inspect
-from typing import Any, Optional, Union
+from typing import Any
 
 import torch
 from torch import nn
@@ -92,10 +92,10 @@ class AtomTrainerMixin:
 
     def __init__(
         self,
-        model: Optional[nn.Module] = None,
-        args: Optional[Any] = None,
+        model: nn.Module | None = None,
+        args: Any | None = None,
         *trainer_args,
-        token_selector: Optional[TokenSelector] = None,
+        token_selector: TokenSelector | None = None,
         **kwargs,
     ):
         if args is None:
@@ -211,9 +211,9 @@ class AtomTrainerMixin:
     def compute_loss(
         self,
         model: nn.Module,
-        inputs: dict[str, Union[torch.Tensor, Any]],
+        inputs: dict[str, torch.Tensor | Any],
         return_outputs: bool = False,
-        num_items_in_batch: Optional[Union[torch.Tensor, int]] = None,
+        num_items_in_batch: torch.Tensor | int | None = None,
     ):
         if self._atom_off:
             return super().compute_loss(
@@ -256,7 +256,7 @@ class AtomTrainerMixin:
 
     # -- resuming (hf_atom.checkpoints) --------------------------------------------------------------------------
 
-    def train(self, resume_from_checkpoint: Optional[Union[str, bool]] = None, *args, **kwargs):
+    def train(self, resume_from_checkpoint: str | bool | None = None, *args, **kwargs):
         """`Trainer.train`, except that `resume_from_checkpoint=True` resumes from the newest COMPLETE checkpoint.
 
         A run killed while saving leaves its newest `checkpoint-N` incomplete (e.g. without `trainer_state.json`), on
@@ -310,7 +310,7 @@ class AtomTrainerMixin:
         ignore_keys = list(ignore_keys) + [key for key in ATOM_OUTPUT_KEYS if key not in ignore_keys]
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
-    def _save(self, output_dir: Optional[str] = None, state_dict=None):
+    def _save(self, output_dir: str | None = None, state_dict=None):
         super()._save(output_dir, state_dict=state_dict)
         if self._atom_off:  # a plain model, saved as the parent saves it
             return
@@ -350,7 +350,7 @@ class AtomTrainer(AtomTrainerMixin, Trainer):
                 f"`hf_atom.atom_arguments_class(...)` (ready-made for trl: `hf_atom.trl.AtomSFTTrainer`)."
             )
 
-    def __init__(self, model: Optional[nn.Module] = None, args: Optional[Any] = None, *trainer_args, **kwargs):
+    def __init__(self, model: nn.Module | None = None, args: Any | None = None, *trainer_args, **kwargs):
         super().__init__(model, args, *trainer_args, **kwargs)
         if not self._atom_off and self.model is not None:
             # Trainer's rule, except for models whose loss ignores num_items_in_batch (see the module docstring).

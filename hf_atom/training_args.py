@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import sys
 import typing
-from typing import Any, Optional
+from typing import Any
 
 from transformers import TrainingArguments
 
@@ -36,7 +36,7 @@ def _atom_argument_fields() -> list[tuple[str, Any, dataclasses.Field]]:
         if spec.metadata["group"] == HEAD:
             if spec.default is not None:
                 help_text += f" Default: {spec.default!r}."
-            kind, default = Optional[kind], None
+            kind, default = kind | None, None
         metadata = {"help": help_text}
         fields.append((ATOM_ARGUMENT_PREFIX + spec.name, kind, dataclasses.field(default=default, metadata=metadata)))
     return fields
@@ -74,7 +74,7 @@ class AtomArgumentsMixin:
         return self.atom_config.weight_at(step)
 
 
-def atom_arguments_class(base: type, name: Optional[str] = None) -> type:
+def atom_arguments_class(base: type, name: str | None = None) -> type:
     """Returns `base` (a `TrainingArguments` dataclass, e.g. trl's `SFTConfig`) with the `--atom_*` fields added.
 
     Example:

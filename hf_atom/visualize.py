@@ -8,11 +8,11 @@ different samples and models compare directly. Needs matplotlib (`pip install hf
 from __future__ import annotations
 
 import html
-from typing import Optional, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-__all__ = ["CMAP", "charge_colors", "render_image_importance", "text_importance_html", "render_text_importance"]
+__all__ = ["CMAP", "charge_colors", "render_image_importance", "render_text_importance", "text_importance_html"]
 
 CMAP = "RdBu_r"  # blue (-1) - white (0) - red (+1)
 
@@ -50,7 +50,7 @@ def render_image_importance(
     grid: np.ndarray,
     path: str,
     *,
-    title: Optional[str] = None,
+    title: str | None = None,
     alpha: float = 0.6,
 ) -> str:
     """Saves a PNG: the image, and q as a heat map over it (each patch / feature-map cell one colour).
@@ -94,7 +94,7 @@ def _hex(color: np.ndarray) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def text_importance_html(pieces: Sequence[tuple[str, Optional[float]]], title: Optional[str] = None) -> str:
+def text_importance_html(pieces: Sequence[tuple[str, float | None]], title: str | None = None) -> str:
     """An HTML fragment with each piece of text on its importance colour (None: plain text, e.g. spaces).
 
     Each coloured piece carries its value in a tooltip and a `data-q` attribute.
@@ -122,7 +122,7 @@ def text_importance_html(pieces: Sequence[tuple[str, Optional[float]]], title: O
 
 
 def render_text_importance(
-    pieces: Sequence[tuple[str, Optional[float]]], path: str, *, title: Optional[str] = None, width: float = 9.0
+    pieces: Sequence[tuple[str, float | None]], path: str, *, title: str | None = None, width: float = 9.0
 ) -> str:
     """Saves a PNG with the text laid out in order, each coloured piece on its importance colour, and a legend."""
     matplotlib, new_figure, norm = _matplotlib()

@@ -16,7 +16,8 @@ import os
 import sys
 import types
 import typing
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 _SCALARS = (int, float, str)
 

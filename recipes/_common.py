@@ -11,7 +11,8 @@ import json
 import logging
 import os
 import sys
-from typing import Any, Callable, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
@@ -44,7 +45,7 @@ def parse_arguments(dataclasses: Sequence[type], argv: Sequence[str] | None = No
     return parser.parse_args_into_dataclasses(args=argv)
 
 
-def check_label_ids(split_name: str, label_ids: Optional[Sequence[Any]], labels: Sequence[str]) -> bool:
+def check_label_ids(split_name: str, label_ids: Sequence[Any] | None, labels: Sequence[str]) -> bool:
     """Whether a split is labelled: `False` when it has no label column (`label_ids` is None) or every label is
     -1 (an unlabelled test split, as GLUE and ImageNet-1K ship them); `True` when every label indexes `labels`.
 
@@ -67,7 +68,7 @@ def check_label_ids(split_name: str, label_ids: Optional[Sequence[Any]], labels:
     return True
 
 
-def materialise(stream, limit: Optional[int] = None):
+def materialise(stream, limit: int | None = None):
     """A streamed split as a `datasets.Dataset` (written to the datasets cache; images stay encoded on the way)."""
     import datasets
 
@@ -102,8 +103,8 @@ def train_and_evaluate(
     results: dict[str, Any],
     *,
     unlabelled: Sequence[str] = (),
-    write_predictions: Optional[PredictionWriter] = None,
-    num_train: Optional[int] = None,
+    write_predictions: PredictionWriter | None = None,
+    num_train: int | None = None,
     print_metrics: bool = True,
 ) -> dict[str, Any]:
     """Trains (resuming if asked), saves the model with its processor and the trainer state, scores the labelled

@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,9 +61,7 @@ class GanTrainingArguments:
     seed: int = field(default=0)
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every this many steps (0: only at the end)."})
     save_steps: int = field(default=0, metadata={"help": "Full checkpoint (both networks, optimisers) every k steps."})
-    num_threads: Optional[int] = field(
-        default=None, metadata={"help": "torch.set_num_threads (e.g. 1 on a shared CPU)."}
-    )
+    num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (e.g. 1 on a shared CPU)."})
     disable_tqdm: bool = field(default=False)
     cpu: bool = field(default=False, metadata={"help": "Force the CPU even if a GPU is present."})
 
@@ -110,7 +109,7 @@ class AtomGanArguments:
     atom_charge_target: float = field(default=0.5)
     atom_softening: float = field(default=0.1)
     atom_position_norm: str = field(default="sphere")
-    atom_position_dim: Optional[int] = field(default=None, metadata={"help": "D; defaults to the token width."})
+    atom_position_dim: int | None = field(default=None, metadata={"help": "D; defaults to the token width."})
 
     def __post_init__(self):
         if self.atom_tokens < 1:
@@ -318,7 +317,7 @@ def make_accelerator(args: GanTrainingArguments):
     return accelerator
 
 
-def _column_means(rows: list) -> Optional[dict]:
+def _column_means(rows: list) -> dict | None:
     """Mean over steps of each atom statistic (keys as `hf_atom.regularizer.ATOM_STATISTICS`), one host sync."""
     if not rows:
         return None

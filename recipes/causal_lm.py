@@ -31,7 +31,7 @@ import re
 import sys
 from dataclasses import dataclass, field
 from itertools import chain
-from typing import Any, Optional
+from typing import Any
 
 from _common import parse_arguments, train_and_evaluate, write_results
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, default_data_collator, set_seed
@@ -59,7 +59,7 @@ class ModelArguments:
             "choices": list(TRAINERS),
         },
     )
-    trainable_parameters: Optional[str] = field(
+    trainable_parameters: str | None = field(
         default=None,
         metadata={
             "help": "Regular expression: train only the parameters whose names match it (re.search), plus the atom "
@@ -78,11 +78,11 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    dataset_name: Optional[str] = field(default=None, metadata={"help": "Hub dataset id (needs network)."})
-    dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Hub dataset configuration."})
-    train_file: Optional[str] = field(default=None, metadata={"help": "Local training file(s), comma-separated."})
-    validation_file: Optional[str] = field(default=None, metadata={"help": "Local validation file(s)."})
-    test_file: Optional[str] = field(default=None, metadata={"help": "Local test file(s)."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (needs network)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    train_file: str | None = field(default=None, metadata={"help": "Local training file(s), comma-separated."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file(s)."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test file(s)."})
     file_format: str = field(
         default="auto",
         metadata={
@@ -91,10 +91,10 @@ class DataArguments:
             "choices": list(FILE_FORMATS),
         },
     )
-    text_column: Optional[str] = field(
+    text_column: str | None = field(
         default=None, metadata={"help": f"Text column (default: the first of {', '.join(TEXT_COLUMNS)})."}
     )
-    block_size: Optional[int] = field(
+    block_size: int | None = field(
         default=None,
         metadata={
             "help": "Concatenate all texts and train on blocks of this many tokens (run_clm). Unset: one example "
@@ -109,8 +109,8 @@ class DataArguments:
     validation_split_percentage: int = field(
         default=5, metadata={"help": "Without a validation split: the percentage of training rows held out."}
     )
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate the training set."})
-    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Truncate validation and test sets."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation and test sets."})
 
     def __post_init__(self):
         if self.dataset_name is None and self.train_file is None:
@@ -396,7 +396,7 @@ def _requested_trainer(argv: list[str]) -> str:
     return "atom"
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     args_cls = training_arguments_class(_requested_trainer(argv))
     model_args, data_args, training_args = parse_arguments((ModelArguments, DataArguments, args_cls), argv)

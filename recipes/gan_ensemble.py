@@ -23,8 +23,8 @@ import json
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Optional, Sequence
 
 import torch
 from _gan_common import AtomGanArguments, data_seed, lr_factor, resolve_layer
@@ -134,7 +134,7 @@ class EnsembleArguments:
     num_hidden_layers: int = field(default=4)
     disc_units: int = field(default=200)
     disc_pieces: int = field(default=5)
-    num_threads: Optional[int] = field(default=None)
+    num_threads: int | None = field(default=None)
     device: str = field(default="auto", metadata={"help": "`auto` (cuda if present), `cpu` or `cuda`."})
 
     def __post_init__(self):
@@ -309,7 +309,7 @@ class MixtureGanEnsemble(nn.Module):
         return out.view(batch, members, width).transpose(0, 1)
 
     def generate(
-        self, z: torch.Tensor, training: bool = True, dtype: Optional[torch.dtype] = None
+        self, z: torch.Tensor, training: bool = True, dtype: torch.dtype | None = None
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         """z (S, B, 2) -> samples (S, B, 2) and the hidden activations [(S, B, H)] of every layer.
 
@@ -322,7 +322,7 @@ class MixtureGanEnsemble(nn.Module):
             hidden.append(x)
         return torch.baddbmm(_cast(self.g_out_bias, dtype)[:, None, :], x, _cast(self.g_out_weight, dtype)), hidden
 
-    def discriminate(self, x: torch.Tensor, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    def discriminate(self, x: torch.Tensor, dtype: torch.dtype | None = None) -> torch.Tensor:
         """x (S, B, 2 m) -> logits (S, B)."""
         members, batch = x.shape[:2]
         x = x if dtype is None else x.to(dtype)
@@ -362,7 +362,7 @@ class MixtureGanEnsemble(nn.Module):
         return state
 
 
-def _cast(tensor: torch.Tensor, dtype: Optional[torch.dtype]) -> torch.Tensor:
+def _cast(tensor: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
     return tensor if dtype is None else tensor.to(dtype)
 
 
@@ -627,7 +627,7 @@ def write_json_atomic(path: str, payload: dict) -> None:
     os.replace(tmp, path)
 
 
-def parse(argv: Optional[Sequence[str]] = None) -> tuple[EnsembleArguments, AtomGanArguments]:
+def parse(argv: Sequence[str] | None = None) -> tuple[EnsembleArguments, AtomGanArguments]:
     from _arguments import parse_arguments
 
     args, atom_args = parse_arguments((EnsembleArguments, AtomGanArguments), argv)
@@ -637,7 +637,7 @@ def parse(argv: Optional[Sequence[str]] = None) -> tuple[EnsembleArguments, Atom
     return args, atom_args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     args, atom_args = parse(argv)
     summary = train_ensemble(args, atom_args)
     for row in summary["members"]:

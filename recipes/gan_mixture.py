@@ -13,8 +13,8 @@ The budget (steps) is reduced from their 400k; see docs/GENERATION.md.
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import torch
 from _gan_common import (
@@ -173,7 +173,7 @@ def plot_samples(path: str, samples: torch.Tensor, real: torch.Tensor, spec, tit
     plt.close(fig)
 
 
-def parse(argv: Optional[Sequence[str]] = None):
+def parse(argv: Sequence[str] | None = None):
     from _arguments import parse_arguments
 
     data_args, args, atom_args = parse_arguments((MixtureArguments, GanTrainingArguments, AtomGanArguments), argv)
@@ -187,7 +187,7 @@ def parse(argv: Optional[Sequence[str]] = None):
     return data_args, args, atom_args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     data_args, args, atom_args = parse(argv)
     accelerator = make_accelerator(args)
     parts, spec, train_set, last = build_parts(data_args, args, atom_args, accelerator.device)

@@ -19,8 +19,8 @@ import gzip
 import json
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
 
 import numpy as np
 import torch
@@ -52,7 +52,7 @@ class StackedMnistArguments:
     data_dir: str = field(
         default=DEFAULT_DATA_DIR, metadata={"help": "Folder with t10k-images/labels IDX gzip files."}
     )
-    classifier_dir: Optional[str] = field(
+    classifier_dir: str | None = field(
         default=None, metadata={"help": "Cache of the digit classifier (default: <output_dir>/classifier)."}
     )
     classifier_train: int = field(
@@ -257,7 +257,7 @@ def save_grid(path: str, samples: torch.Tensor, title: str) -> None:
     plt.close(fig)
 
 
-def parse(argv: Optional[Sequence[str]] = None):
+def parse(argv: Sequence[str] | None = None):
     from _arguments import parse_arguments
 
     data_args, args, atom_args = parse_arguments((StackedMnistArguments, GanTrainingArguments, AtomGanArguments), argv)
@@ -265,7 +265,7 @@ def parse(argv: Optional[Sequence[str]] = None):
     return data_args, args, atom_args
 
 
-def main(argv: Optional[Sequence[str]] = None) -> dict:
+def main(argv: Sequence[str] | None = None) -> dict:
     data_args, args, atom_args = parse(argv)
     accelerator = make_accelerator(args)
     images, labels = load_mnist(data_args.data_dir)

@@ -29,8 +29,9 @@ import logging
 import math
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -78,12 +79,12 @@ class GenerationEvalArguments:
         }
     )
     output_dir: str = field(metadata={"help": "Per-model JSON, summary.json and table.md go here."})
-    base_model: Optional[str] = field(
+    base_model: str | None = field(
         default=None, metadata={"help": "Model that scores the samples (the pre-finetuning checkpoint). Required."}
     )
-    text_column: Optional[str] = field(default=None, metadata={"help": f"Default: the first of {TEXT_COLUMNS}."})
+    text_column: str | None = field(default=None, metadata={"help": f"Default: the first of {TEXT_COLUMNS}."})
     prompt_words: int = field(default=3, metadata={"help": "Words of a held-out text that form its prompt."})
-    num_prompts: Optional[int] = field(
+    num_prompts: int | None = field(
         default=None, metadata={"help": "Sample from the first N prompts only (held-out perplexity uses all texts)."}
     )
     num_samples: int = field(default=4, metadata={"help": "Continuations per prompt and temperature (>= 2)."})
@@ -93,11 +94,11 @@ class GenerationEvalArguments:
         default=32, metadata={"help": "Prompts per generation batch; sequences per scoring batch."}
     )
     self_bleu_n: int = field(default=3, metadata={"help": "Highest n-gram order of self-BLEU (Texygen's default 3)."})
-    self_bleu_hypotheses: Optional[int] = field(
+    self_bleu_hypotheses: int | None = field(
         default=128, metadata={"help": "Texts scored for the all-samples self-BLEU (each against all others)."}
     )
     seed: int = field(default=0, metadata={"help": "Sampling seed (each temperature reseeds with it)."})
-    plot: Optional[str] = field(default=None, metadata={"help": "PNG of diversity against quality per label."})
+    plot: str | None = field(default=None, metadata={"help": "PNG of diversity against quality per label."})
     reuse: bool = field(default=True, metadata={"help": "Reuse a model's JSON when its settings match."})
     num_examples: int = field(default=3, metadata={"help": "Prompts whose samples are kept in the JSON."})
 
@@ -138,7 +139,7 @@ def parse_models(spec: str) -> list[tuple[str, str]]:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def load_texts(files: str, text_column: Optional[str]) -> list[str]:
+def load_texts(files: str, text_column: str | None) -> list[str]:
     columns: dict[str, list[Any]] = {}
     for path in files.split(","):
         for key, values in read_local_file(path.strip(), "auto").items():
@@ -149,7 +150,7 @@ def load_texts(files: str, text_column: Optional[str]) -> list[str]:
     return [str(text).strip() for text in columns[column] if str(text).strip()]
 
 
-def make_prompts(texts: Sequence[str], prompt_words: int, num_prompts: Optional[int] = None) -> list[str]:
+def make_prompts(texts: Sequence[str], prompt_words: int, num_prompts: int | None = None) -> list[str]:
     """The first `prompt_words` words of every text that has more words than that (something left to continue)."""
     prompts = [" ".join(text.split()[:prompt_words]) for text in texts if len(text.split()) > prompt_words]
     if not prompts:
@@ -517,7 +518,7 @@ def run(args: GenerationEvalArguments) -> dict[str, Any]:
     return report
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     (args,) = parse_arguments((GenerationEvalArguments,), argv)
     logging.basicConfig(level=logging.INFO)
     return run(args)

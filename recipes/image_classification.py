@@ -24,7 +24,7 @@ import csv
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import transformers
@@ -41,7 +41,7 @@ SCRATCH_ARCHITECTURES = ("vit", "resnet", "convnext")
 
 @dataclass
 class ModelArguments:
-    model_name_or_path: Optional[str] = field(
+    model_name_or_path: str | None = field(
         default=None,
         metadata={
             "help": "Hub id or local folder of a pretrained image model. Unset: train a small model from scratch."
@@ -65,12 +65,12 @@ class DataArguments:
             "(set --train_dir)."
         },
     )
-    dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Hub dataset configuration."})
-    train_dir: Optional[str] = field(
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    train_dir: str | None = field(
         default=None, metadata={"help": "Local imagefolder root (one sub-folder per class); implies 'imagefolder'."}
     )
-    image_column: Optional[str] = field(default=None, metadata={"help": "Image column (default: image or img)."})
-    label_column: Optional[str] = field(default=None, metadata={"help": "Label column (default: label or labels)."})
+    image_column: str | None = field(default=None, metadata={"help": "Image column (default: image or img)."})
+    label_column: str | None = field(default=None, metadata={"help": "Label column (default: label or labels)."})
     validation_split: float = field(
         default=0.15, metadata={"help": "Share of all samples held out for validation when there is no such split."}
     )
@@ -78,8 +78,8 @@ class DataArguments:
         default=0.15, metadata={"help": "Share of all samples held out for testing when there is no test split."}
     )
     split_seed: int = field(default=0, metadata={"help": "Seed of the held-out splits (fixed across runs)."})
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate the training set."})
-    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Truncate validation and test sets."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation and test sets."})
     augment: str = field(
         default="auto",
         metadata={
@@ -150,7 +150,7 @@ def digits_dataset():
     return datasets.Dataset.from_dict({"image": images, "label": digits.target.tolist()}, features=features)
 
 
-def _pick_column(columns: list[str], requested: Optional[str], candidates: tuple[str, ...], what: str) -> str:
+def _pick_column(columns: list[str], requested: str | None, candidates: tuple[str, ...], what: str) -> str:
     if requested is not None:
         if requested not in columns:
             raise ValueError(f"--{what}_column {requested!r} is not a column of the dataset; columns: {columns}.")
@@ -332,7 +332,14 @@ def build_model_and_processor(model_args: ModelArguments, labels: list[str]):
         config = scratch_config(model_args.scratch_architecture, model_args.image_size, labels)
         model = AutoModelForImageClassification.from_config(config)
         size = model_args.image_size
-        processor = transformers.ViTImageProcessor(
+        # The PIL backend where torchvision is missing (it has no wheel for every torch build), so the user sees no
+        # "falling back" warning; the torchvision one where it is installed, as transformers defaults to.
+        processor_class = (
+            transformers.ViTImageProcessor
+            if transformers.utils.is_torchvision_available()
+            else transformers.ViTImageProcessorPil
+        )
+        processor = processor_class(
             do_resize=True, size={"height": size, "width": size}, image_mean=[0.5] * 3, image_std=[0.5] * 3
         )
         return model, processor
@@ -434,7 +441,7 @@ def run(
     return trainer, results
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, AtomTrainingArguments), argv
     )

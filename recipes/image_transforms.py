@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 import random
-from typing import Any, Optional
+from typing import Any
 
 import numpy as np
 import torch
@@ -43,7 +43,7 @@ class AugmentationRandom:
 
     def __init__(self, seed: int, rank: int = 0):
         self.seed, self.rank = int(seed), int(rank)
-        self._key: Optional[tuple[int, int]] = None
+        self._key: tuple[int, int] | None = None
         self._rng = random.Random()
 
     def get(self) -> random.Random:
@@ -80,7 +80,7 @@ class FastPixels:
         self.offset = (-mean64 / std64).float()
 
     @classmethod
-    def from_processor(cls, processor) -> Optional["FastPixels"]:
+    def from_processor(cls, processor) -> FastPixels | None:
         size = getattr(processor, "size", None) or {}
         size = dict(size) if not isinstance(size, dict) else size
         height, width = size.get("height"), size.get("width")
@@ -127,7 +127,7 @@ class ImageTransform:
         processor,
         image_column: str,
         label_column: str,
-        augment: Optional[str] = None,
+        augment: str | None = None,
         seed: int = 0,
         rank: int = 0,
         fast: bool = False,

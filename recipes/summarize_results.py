@@ -23,7 +23,7 @@ import math
 import os
 import re
 import statistics
-from typing import Any, Optional
+from typing import Any
 
 # Variants listed first, in this order; any other variant follows alphabetically.
 PREFERRED_ORDER = ("baseline", "atom")
@@ -61,7 +61,7 @@ def metric_columns(results: list[dict[str, Any]]) -> list[tuple[str, str, str]]:
     return [("val MCC", "validation", "mcc"), ("val acc", "validation", "accuracy")]
 
 
-def get(results: dict[str, Any], split: Optional[str], key: str) -> Optional[float]:
+def get(results: dict[str, Any], split: str | None, key: str) -> float | None:
     """A number from one run's results (None when absent)."""
     source = results.get(split) if split else results
     value = source.get(key) if isinstance(source, dict) else None
@@ -82,7 +82,7 @@ def order_variants(variants: list[str]) -> list[str]:
     return first + sorted(v for v in variants if v not in PREFERRED_ORDER)
 
 
-def task_table(task: str, by_variant: dict[str, dict[int, dict[str, Any]]], variants: Optional[list[str]]) -> str:
+def task_table(task: str, by_variant: dict[str, dict[int, dict[str, Any]]], variants: list[str] | None) -> str:
     """The Markdown table of one task."""
     all_results = [r for seeds in by_variant.values() for r in seeds.values()]
     columns = metric_columns(all_results)
@@ -112,7 +112,7 @@ def task_table(task: str, by_variant: dict[str, dict[int, dict[str, Any]]], vari
     return "\n".join(lines)
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--root", default="outputs/results", help="Results root: ROOT/<task>/<variant>/seed<k>/.")
     parser.add_argument("--tasks", default=None, help="Comma-separated tasks to show (default: all, alphabetical).")

@@ -26,7 +26,7 @@ import csv
 import logging
 import os
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from _common import (
     UNLABELLED,
@@ -77,11 +77,11 @@ class ModelArguments:
 
 @dataclass
 class DataArguments:
-    dataset_name: Optional[str] = field(default=None, metadata={"help": "Hub dataset id (needs network)."})
-    dataset_config_name: Optional[str] = field(default=None, metadata={"help": "Hub dataset configuration."})
-    train_file: Optional[str] = field(default=None, metadata={"help": "Local training file(s), comma-separated."})
-    validation_file: Optional[str] = field(default=None, metadata={"help": "Local validation file(s)."})
-    test_file: Optional[str] = field(default=None, metadata={"help": "Local test file(s)."})
+    dataset_name: str | None = field(default=None, metadata={"help": "Hub dataset id (needs network)."})
+    dataset_config_name: str | None = field(default=None, metadata={"help": "Hub dataset configuration."})
+    train_file: str | None = field(default=None, metadata={"help": "Local training file(s), comma-separated."})
+    validation_file: str | None = field(default=None, metadata={"help": "Local validation file(s)."})
+    test_file: str | None = field(default=None, metadata={"help": "Local test file(s)."})
     file_format: str = field(
         default="auto",
         metadata={
@@ -90,13 +90,13 @@ class DataArguments:
             "choices": list(FILE_FORMATS),
         },
     )
-    text_column: Optional[str] = field(
+    text_column: str | None = field(
         default=None, metadata={"help": "Text column (default: sentence / verse_text / text)."}
     )
     label_column: str = field(default="label", metadata={"help": "Label column."})
     max_seq_length: int = field(default=128, metadata={"help": "Truncate longer inputs."})
-    max_train_samples: Optional[int] = field(default=None, metadata={"help": "Truncate the training set."})
-    max_eval_samples: Optional[int] = field(default=None, metadata={"help": "Truncate validation and test sets."})
+    max_train_samples: int | None = field(default=None, metadata={"help": "Truncate the training set."})
+    max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation and test sets."})
     streaming: bool = field(
         default=False,
         metadata={
@@ -411,7 +411,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
     return trainer, results
 
 
-def main(argv: Optional[list[str]] = None) -> dict[str, Any]:
+def main(argv: list[str] | None = None) -> dict[str, Any]:
     model_args, data_args, training_args = parse_arguments(
         (ModelArguments, DataArguments, AtomTrainingArguments), argv
     )

@@ -47,9 +47,14 @@ def test_from_dict_rejects_unknown_fields():
 
 def test_head_shapes_and_ranges():
     head = AtomHead(hidden_size=16, position_dim=5, position_norm="none")
-    q, p = head(torch.randn(3, 7, 16) * 10)
+    hidden = torch.randn(3, 7, 16) * 10
+    q, p = head(hidden)
     assert q.shape == (3, 7) and p.shape == (3, 7, 5)
-    assert q.abs().max() <= 1.0
+    # Eq. 6 and 12 written out: q = 2 sigmoid(W_q h + b) - 1 (in (-1, 1)), p = W_p h + b (no norm here)
+    torch.testing.assert_close(
+        q, 2 * torch.sigmoid(hidden @ head.importance.weight.T + head.importance.bias)[..., 0] - 1
+    )
+    torch.testing.assert_close(p, hidden @ head.position.weight.T + head.position.bias)
 
 
 def test_importance_head_never_starts_at_zero():

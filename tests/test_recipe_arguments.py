@@ -4,7 +4,6 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
 
 import pytest
 from transformers import HfArgumentParser
@@ -20,7 +19,7 @@ class Example:
     steps: int = 10
     rate: float = 1e-3
     name: str = "gan"
-    threads: Optional[int] = None
+    threads: int | None = None
     quiet: bool = False
     plot: bool = True
 
