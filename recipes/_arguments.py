@@ -57,12 +57,11 @@ def build_parser(dataclass_types: Sequence[type]) -> argparse.ArgumentParser:
                 continue
             kind = _scalar_type(dataclass_type, field.name, hints[field.name])
             options: dict[str, Any] = {"help": field.metadata.get("help")}
-            has_default = field.default is not dataclasses.MISSING
-            if field.default_factory is not dataclasses.MISSING:
-                options["default"], has_default = field.default_factory(), True
-            elif has_default:
+            if field.default is not dataclasses.MISSING:
                 options["default"] = field.default
-            if not has_default:
+            elif field.default_factory is not dataclasses.MISSING:
+                options["default"] = field.default_factory()
+            else:
                 options["required"] = True
             if kind is bool:
                 # `--flag`, `--flag true`, `--flag false`, as HfArgumentParser reads them.
@@ -80,10 +79,15 @@ def parse_arguments(dataclass_types: Sequence[type], argv: Sequence[str] | None 
     argv = list(sys.argv[1:] if argv is None else argv)
     if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
         return _from_file(dataclass_types, os.path.abspath(argv[0]))
-    namespace = build_parser(dataclass_types).parse_args(argv)
-    values = vars(namespace)
+    return _instances(dataclass_types, vars(build_parser(dataclass_types).parse_args(argv)))
+
+
+def _instances(dataclass_types: Sequence[type], values: dict[str, Any]) -> tuple:
+    """Each dataclass built from its own fields' entries of `values` (absent fields keep their defaults)."""
     return tuple(
-        dataclass_type(**{f.name: values[f.name] for f in dataclasses.fields(dataclass_type) if f.init})
+        dataclass_type(
+            **{f.name: values[f.name] for f in dataclasses.fields(dataclass_type) if f.init and f.name in values}
+        )
         for dataclass_type in dataclass_types
     )
 
@@ -96,11 +100,8 @@ def _from_file(dataclass_types: Sequence[type], path: str) -> tuple:
             import yaml
 
             values = yaml.safe_load(handle)
-    known = {f.name for t in dataclass_types for f in dataclasses.fields(t)}
+    known = {f.name for t in dataclass_types for f in dataclasses.fields(t) if f.init}
     unknown = sorted(set(values) - known)
     if unknown:
         raise ValueError(f"{path}: unknown keys {unknown}; the recipe reads {sorted(known)}.")
-    return tuple(
-        dataclass_type(**{f.name: values[f.name] for f in dataclasses.fields(dataclass_type) if f.name in values})
-        for dataclass_type in dataclass_types
-    )
+    return _instances(dataclass_types, values)

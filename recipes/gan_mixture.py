@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import torch
+from _arguments import parse_arguments
 from _gan_common import (
     AtomGanArguments,
     GanParts,
@@ -174,8 +175,6 @@ def plot_samples(path: str, samples: torch.Tensor, real: torch.Tensor, spec, tit
 
 
 def parse(argv: Sequence[str] | None = None):
-    from _arguments import parse_arguments
-
     data_args, args, atom_args = parse_arguments((MixtureArguments, GanTrainingArguments, AtomGanArguments), argv)
     # Checks that need two argument groups: still at parsing, before any data or network is built.
     resolve_layer(atom_args.atom_layer, data_args.num_hidden_layers)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from _arguments import parse_arguments
 from _gan_common import (
     AtomGanArguments,
     GanParts,
@@ -258,8 +259,6 @@ def save_grid(path: str, samples: torch.Tensor, title: str) -> None:
 
 
 def parse(argv: Sequence[str] | None = None):
-    from _arguments import parse_arguments
-
     data_args, args, atom_args = parse_arguments((StackedMnistArguments, GanTrainingArguments, AtomGanArguments), argv)
     resolve_layer(atom_args.atom_layer, 2)  # the generator has two hidden feature maps (7x7, 14x14)
     return data_args, args, atom_args

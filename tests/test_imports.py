@@ -73,7 +73,7 @@ import gan_ensemble, gan_mixture, gan_stacked_mnist
 results = gan_mixture.main(["--dataset", "ring", "--method", "atom", "--output_dir", sys.argv[1], "--max_steps", "2",
     "--batch_size", "8", "--hidden_size", "16", "--disc_units", "8", "--num_train", "100", "--num_eval_samples", "20",
     "--num_threads", "1", "--disable_tqdm", "--atom_tokens", "4", "--no_plot"])
-print(sorted(results["final"]) and "ran", "transformers" in sys.modules)
+print("modes" in results["final"] and "ran", "transformers" in sys.modules)
 """
 
 
