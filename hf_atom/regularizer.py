@@ -33,18 +33,19 @@ from .loss import AtomLossOutput, atom_summaries, charge_target_penalty
 
 __all__ = ["ATOM_STATISTICS", "AtomObjective", "AtomRegularizer", "AtomRegularizerOutput"]
 
-# The statistics every consumer logs, in this order (see `AtomRegularizerOutput.statistics`).
-ATOM_STATISTICS = (
-    "atom_loss",
-    "atom_charge_penalty",
-    "atom_pairs",
-    "atom_mean_abs_q",
-    "atom_q_positive",
-    "atom_q_negative",
-    "atom_q_neutral",
-    "atom_mean_distance",
-    "atom_mean_radius",
-)
+# The one list of logged atom statistics, name -> meaning, in logging order. Every consumer (the trainers' logs, the
+# GAN loops, the docs' tables) reads it; `AtomRegularizerOutput.statistics` computes each one by name.
+ATOM_STATISTICS: dict[str, str] = {
+    "atom_loss": "L_A, the atomic loss of Eq. 5 (mean pair energy)",
+    "atom_charge_penalty": "the anti-collapse charge term (D3d); 0 when it is off",
+    "atom_pairs": "unordered pairs of valid samples in the batch",
+    "atom_mean_abs_q": "mean |q| over valid tokens",
+    "atom_q_positive": "share of valid tokens with q above `stats_threshold`",
+    "atom_q_negative": "share of valid tokens with q below minus `stats_threshold`",
+    "atom_q_neutral": "share of valid tokens with |q| at most `stats_threshold`",
+    "atom_mean_distance": "mean distance dbar over the pairs (Eq. 3)",
+    "atom_mean_radius": "mean radius r over the valid samples (Eq. 4)",
+}
 
 
 @dataclass
@@ -83,20 +84,20 @@ class AtomRegularizerOutput:
         valid_tokens = mask.sum().clamp(min=1)
         positive = ((q > self.stats_threshold) & mask).sum() / valid_tokens
         negative = ((q < -self.stats_threshold) & mask).sum() / valid_tokens
-        pair_mask = parts.pair_mask
-        valid = parts.summaries.valid
-        values = (
-            self.loss.detach().float(),
-            self.charge_penalty.detach().float(),
-            parts.num_pairs.float(),
-            (q.abs() * mask).sum() / valid_tokens,
-            positive,
-            negative,
-            1.0 - positive - negative,
-            (parts.pair_distances.detach().float() * pair_mask).sum() / pair_mask.sum().clamp(min=1),
-            (parts.summaries.r.detach().float() * valid).sum() / valid.sum().clamp(min=1),
-        )
-        return dict(zip(ATOM_STATISTICS, values))
+        pair_mask, valid = parts.pair_mask, parts.summaries.valid
+        stats = {
+            "atom_loss": self.loss.detach().float(),
+            "atom_charge_penalty": self.charge_penalty.detach().float(),
+            "atom_pairs": parts.num_pairs.float(),
+            "atom_mean_abs_q": (q.abs() * mask).sum() / valid_tokens,
+            "atom_q_positive": positive,
+            "atom_q_negative": negative,
+            "atom_q_neutral": 1.0 - positive - negative,
+            "atom_mean_distance": (parts.pair_distances.detach().float() * pair_mask).sum()
+            / pair_mask.sum().clamp(min=1),
+            "atom_mean_radius": (parts.summaries.r.detach().float() * valid).sum() / valid.sum().clamp(min=1),
+        }
+        return {name: stats[name] for name in ATOM_STATISTICS}  # logging order; a missing name fails here
 
     def check_finite(self, task_loss: torch.Tensor | None = None, step: int | None = None) -> None:
         """Raises a `FloatingPointError` naming the part (task loss, L_A, charge term) that is NaN or infinite.

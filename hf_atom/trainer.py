@@ -72,11 +72,9 @@ class AtomTrainerMixin:
         token_selector (`callable`, *optional*): forwarded to `with_atom` for models outside the built-in token table.
         *trainer_args, **kwargs: everything the parent trainer takes.
 
-    Logged (train, and `eval_`-prefixed in evaluation): `task_loss`, `atom_loss` (L_A), `atom_charge_penalty`,
-    `atom_weight` (lambda at that step), `atom_pairs` (mean number of pairs per micro-batch), `atom_pairs_min`
-    (fewest pairs in one micro-batch), `atom_mean_abs_q`, `atom_q_positive` / `atom_q_negative` / `atom_q_neutral`
-    (share of valid tokens with q above `atom_stats_threshold`, below minus it, or in between), `atom_mean_distance`
-    (mean dbar over pairs) and `atom_mean_radius` (mean r). `eval_loss` is the task loss alone.
+    Logged (train, and `eval_`-prefixed in evaluation): `task_loss`, `atom_weight` (lambda at that step), every
+    statistic of `hf_atom.regularizer.ATOM_STATISTICS` (name -> meaning; `atom_pairs` as the mean per micro-batch)
+    and `atom_pairs_min` (fewest pairs in one micro-batch). `eval_loss` is the task loss alone.
 
     A non-finite task loss, L_A or charge term stops training with an error naming the step and the part, before it
     reaches the weights (one host synchronisation per training step; Trainer's `logging_nan_inf_filter` makes one too).

@@ -235,7 +235,7 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         if regularizer is not None:
             out = regularizer(parts.tokens_fn(hidden))
             objective = g_loss + out.objective
-            atom_rows.append(torch.stack(list(out.statistics().values())))
+            atom_rows.append(out.statistics())
         g_opt.zero_grad(set_to_none=True)
         accelerator.backward(objective)
         g_opt.step()
@@ -317,9 +317,9 @@ def make_accelerator(args: GanTrainingArguments):
     return accelerator
 
 
-def _column_means(rows: list) -> dict | None:
-    """Mean over steps of each atom statistic (keys as `hf_atom.regularizer.ATOM_STATISTICS`), one host sync."""
+def _column_means(rows: list[dict[str, torch.Tensor]]) -> dict | None:
+    """Mean over steps of each atom statistic (`hf_atom.regularizer.ATOM_STATISTICS`), one host sync."""
     if not rows:
         return None
-    values = torch.stack(rows).tolist()
-    return {key: sum(row[i] for row in values) / len(values) for i, key in enumerate(ATOM_STATISTICS)}
+    means = torch.stack([torch.stack([row[name] for row in rows]).mean() for name in ATOM_STATISTICS])
+    return dict(zip(ATOM_STATISTICS, means.tolist()))

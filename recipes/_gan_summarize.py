@@ -88,7 +88,7 @@ def atom_stats_cells(runs: list[dict]) -> str:
     return " " + " | ".join(f"{c:.3f}" for c in cells) + " |"
 
 
-ATOM_KEYS = ("atom_loss", "atom_mean_abs_q", "atom_mean_distance")
+ATOM_KEYS = ("atom_loss", "atom_mean_abs_q", "atom_mean_distance")  # the columns shown: a subset of ATOM_STATISTICS
 
 
 def ablation_table(main_runs, ablation_runs) -> str:

@@ -27,6 +27,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 
 import torch
+from _arguments import parse_arguments
 from _gan_common import AtomGanArguments, data_seed, lr_factor, resolve_layer
 from gan_mixture import MixtureDiscriminator, MixtureGenerator
 from torch import nn
@@ -34,6 +35,7 @@ from torch.nn import functional as F
 
 from hf_atom import AtomRegularizer
 from hf_atom.mode_metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture
+from hf_atom.regularizer import ATOM_STATISTICS
 
 ENSEMBLE_METHODS = ("gan", "atom", "pacgan")
 PRECISIONS = ("fp32", "bf16")
@@ -333,7 +335,7 @@ class MixtureGanEnsemble(nn.Module):
         return torch.baddbmm(_cast(self.d_out_bias, dtype)[:, None, :], x, _cast(self.d_out_weight, dtype)).squeeze(-1)
 
     def atom_objective(self, hidden: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Sum over atom members of lambda_s * (L_A + charge term), and their statistics (S_atom, 9)."""
+        """Sum over atom members of lambda_s * (L_A + charge term), and their statistics (S_atom, len(ATOM_STATISTICS))."""
         from torch.func import functional_call, vmap
 
         features = hidden[self.atom_layer].index_select(0, self.atom_index_tensor)  # (S_atom, B, H)
@@ -342,7 +344,8 @@ class MixtureGanEnsemble(nn.Module):
 
         def one_member(member_params, member_tokens):
             out = functional_call(self.atom_template, member_params, (member_tokens,), {"weight": 1.0})
-            return out.objective, torch.stack(list(out.statistics().values()))
+            stats = out.statistics()
+            return out.objective, torch.stack([stats[name] for name in ATOM_STATISTICS])
 
         energies, stats = vmap(one_member)(params, tokens)
         return (self.atom_weights * energies).sum(), stats
@@ -456,7 +459,7 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
     d_opt = torch.optim.Adam(ensemble.discriminator_parameters(), **adam)
     history: list[list[dict]] = [[] for _ in members]
     start_step, wall_before = 0, 0.0
-    atom_sum = torch.zeros(len(ensemble.atom_index), 9, device=device)
+    atom_sum = torch.zeros(len(ensemble.atom_index), len(ATOM_STATISTICS), device=device)
     if args.resume and os.path.exists(checkpoint_path):
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         if state["settings"] != args.settings():
@@ -591,8 +594,6 @@ def save_checkpoint(path, ensemble, g_opt, d_opt, streams, eval_gens, history, s
 
 def write_member_results(args, atom_args, ensemble, history, wall, atom_sum, device) -> dict:
     """One JSON per member in runs/ (atomic writes) and summary.json; returns the summary."""
-    from hf_atom.regularizer import ATOM_STATISTICS
-
     runs_dir = os.path.join(args.output_dir, "runs")
     os.makedirs(runs_dir, exist_ok=True)
     atom_rows = {
@@ -628,8 +629,6 @@ def write_json_atomic(path: str, payload: dict) -> None:
 
 
 def parse(argv: Sequence[str] | None = None) -> tuple[EnsembleArguments, AtomGanArguments]:
-    from _arguments import parse_arguments
-
     args, atom_args = parse_arguments((EnsembleArguments, AtomGanArguments), argv)
     resolve_layer(atom_args.atom_layer, args.num_hidden_layers)
     if args.hidden_size % atom_args.atom_tokens:
