@@ -16,21 +16,19 @@ __version__ = "0.1.0"
 
 # submodule -> the public names it defines; one line per module, read by `__getattr__` below.
 _import_structure: dict[str, list[str]] = {
-    "configuration": ["CHARGE_CONSTRAINTS", "POSITION_NORMS", "AtomConfig", "AtomConfigError"],
-    "heads": ["AtomHead"],
-    "importance": ["TokenImportance"],
-    "loss": [
+    "charge": ["charge_target_penalty"],
+    "configuration": [
+        "CHARGE_CONSTRAINTS",
+        "POSITION_NORMS",
         "STEP_MODES",
         "TOKEN_REDUCTIONS",
-        "AtomLoss",
-        "AtomLossOutput",
-        "AtomSummaries",
-        "atom_loss",
-        "atom_summaries",
-        "charge_target_penalty",
-        "check_atom_inputs",
-        "pair_energy_matrix",
+        "AtomConfig",
+        "AtomConfigError",
     ],
+    "heads": ["ATOM_HEAD_TYPES", "AtomHead", "BaseAtomHead", "build_atom_head", "register_atom_head"],
+    "importance": ["TokenImportance"],
+    "loss": ["AtomLoss", "AtomLossOutput", "AtomSummaries", "atom_loss", "atom_summaries", "pair_energy_matrix"],
+    "loss_contract": ["check_atom_inputs"],
     "modeling": [
         "ATOM_OUTPUT_KEYS",
         "AtomMixin",
@@ -55,21 +53,19 @@ _name_to_module = {name: module for module, names in _import_structure.items() f
 __all__ = ["__version__", *sorted(_name_to_module)]
 
 if TYPE_CHECKING:  # static tools (IDEs, type checkers) see ordinary imports
-    from .configuration import CHARGE_CONSTRAINTS, POSITION_NORMS, AtomConfig, AtomConfigError
-    from .heads import AtomHead
-    from .importance import TokenImportance
-    from .loss import (
+    from .charge import charge_target_penalty
+    from .configuration import (
+        CHARGE_CONSTRAINTS,
+        POSITION_NORMS,
         STEP_MODES,
         TOKEN_REDUCTIONS,
-        AtomLoss,
-        AtomLossOutput,
-        AtomSummaries,
-        atom_loss,
-        atom_summaries,
-        charge_target_penalty,
-        check_atom_inputs,
-        pair_energy_matrix,
+        AtomConfig,
+        AtomConfigError,
     )
+    from .heads import ATOM_HEAD_TYPES, AtomHead, BaseAtomHead, build_atom_head, register_atom_head
+    from .importance import TokenImportance
+    from .loss import AtomLoss, AtomLossOutput, AtomSummaries, atom_loss, atom_summaries, pair_energy_matrix
+    from .loss_contract import check_atom_inputs
     from .modeling import (
         ATOM_OUTPUT_KEYS,
         AtomMixin,

@@ -181,14 +181,19 @@ def _saved_shapes(folder: str, wanted: list[str]) -> tuple[dict[str, tuple[int, 
 
 
 def check_saved_model(
-    folder: PathLike, expected_head_shapes: dict[str, tuple[int, ...]] | None = None, *, settings: str = ""
+    folder: PathLike,
+    expected_head_shapes: dict[str, tuple[int, ...]] | None = None,
+    *,
+    settings: str = "",
+    head_class: type | None = None,
 ) -> None:
     """Checks a saved model folder before loading it, so that a broken save fails with a message, not a traceback.
 
     Raises:
         `OSError`: a weight file is cut short or unreadable (named, with its size).
         `ValueError`: the saved atom-head weights have other shapes than `expected_head_shapes` (the shapes the atom
-            settings `settings` describe), i.e. the settings and the weights disagree.
+            settings `settings` describe), i.e. the settings and the weights disagree. `head_class` (a
+            `BaseAtomHead`) reads the settings the saved shapes were built with, for the message.
     """
     folder = os.fspath(folder)
     problems = weights_problems(folder)
@@ -207,10 +212,19 @@ def check_saved_model(
         details = ", ".join(
             f"{name} is {tuple(s)} in {source} but {tuple(e)} by these settings" for name, (s, e) in wrong.items()
         )
-        position = saved.get("atom_head.position.weight")
+        prefix = "atom_head."
+        built_with = (
+            {}
+            if head_class is None
+            else head_class.settings_from_shapes(
+                {name[len(prefix) :]: tuple(shape) for name, shape in saved.items() if name.startswith(prefix)}
+            )
+        )
         fix = (
-            f" The saved heads were built with input_dim={position[1]}, position_dim={position[0]}."
-            if position is not None and len(position) == 2
+            " The saved heads were built with "
+            + ", ".join(f"{key}={value}" for key, value in built_with.items())
+            + "."
+            if built_with
             else ""
         )
         raise ValueError(

@@ -19,11 +19,13 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from .loss import STEP_MODES, TOKEN_REDUCTIONS, AtomLoss, StepMode, TokenReduction
-
+StepMode = Literal["opposite", "literal"]
+TokenReduction = Literal["mean", "sum"]
 PositionNorm = Literal["sphere", "layernorm", "none"]
 ChargeConstraint = Literal["target_abs", "none"]
 
+STEP_MODES: tuple[str, ...] = typing.get_args(StepMode)
+TOKEN_REDUCTIONS: tuple[str, ...] = typing.get_args(TokenReduction)
 POSITION_NORMS: tuple[str, ...] = typing.get_args(PositionNorm)
 CHARGE_CONSTRAINTS: tuple[str, ...] = typing.get_args(ChargeConstraint)
 
@@ -72,6 +74,8 @@ class AtomConfig:
         token_reduction (`str`, defaults to `"mean"`): divide a pair's double sum by N_A N_B (D3c, ours) or `"sum"`.
         norm_ord (`float`, defaults to 2.0): order of the norm in Eq. 7 and 10 (>= 1, or inf).
         position_norm (`str`, defaults to `"sphere"`): normalisation of p (D3b, ours).
+        head_type (`str`, defaults to `"linear"`): the registered head class (`hf_atom.ATOM_HEAD_TYPES`); "linear"
+            is the paper's linear Q and P.
         charge_constraint (`str`, defaults to `"target_abs"`): anti-collapse term on the charges (D3d, ours).
         charge_target (`float`, defaults to 0.5): kappa, the target mean |q| per sample.
         charge_weight (`float`, defaults to 1.0): weight of the charge term, inside lambda.
@@ -104,6 +108,12 @@ class AtomConfig:
     norm_ord: float = _setting(2.0, LOSS, "Order of the norm in Eq. 7 and 10: >= 1, or inf.", min=1.0, allow_inf=True)
     position_norm: PositionNorm = _setting(
         "sphere", HEAD, "Normalisation of the positions so P cannot shrink space (ours, D3b)."
+    )
+    head_type: str = _setting(
+        "linear",
+        HEAD,
+        "Which registered atom head reads the tokens (hf_atom.ATOM_HEAD_TYPES); 'linear' is the paper's Q and P.",
+        registry=True,
     )
     charge_constraint: ChargeConstraint = _setting(
         "target_abs", LOSS, "Anti-collapse term on the charges (ours, D3d): 'target_abs' or 'none'."
@@ -181,11 +191,6 @@ class AtomConfig:
             return self.weight
         return self.weight * min(1.0, step / self.weight_warmup_steps)
 
-    def loss_module(self, with_charge_penalty: bool = True) -> AtomLoss:
-        """An `AtomLoss` with these loss settings (and the charge target, if the constraint is on)."""
-        charge_target = self.charge_target if with_charge_penalty and self.uses_charge_constraint else None
-        return AtomLoss(self.softening, self.step, self.token_reduction, self.norm_ord, charge_target)
-
 
 @functools.cache
 def _type_hints() -> dict[str, Any]:
@@ -197,6 +202,18 @@ def _resolved_type(spec: dataclasses.Field) -> Any:
     if typing.get_origin(kind) in (typing.Union, types.UnionType):  # X | None
         kind = next(arg for arg in typing.get_args(kind) if arg is not type(None))
     return kind
+
+
+def _registered_head_type(name: str, value: Any) -> str:
+    from .heads import ATOM_HEAD_TYPES  # imported here: the heads import this module; the registry fills on import
+
+    if not isinstance(value, str) or value not in ATOM_HEAD_TYPES:
+        raise AtomConfigError(
+            name,
+            f"must be a registered head type, one of {tuple(ATOM_HEAD_TYPES)}, got {value!r}. Register a new one with "
+            "`hf_atom.register_atom_head`.",
+        )
+    return value
 
 
 def _checked(spec: dataclasses.Field, value: Any) -> Any:
@@ -212,6 +229,8 @@ def _checked(spec: dataclasses.Field, value: Any) -> Any:
         if value not in choices:
             raise AtomConfigError(spec.name, f"must be one of {choices}, got {value!r}.")
         return value
+    if meta.get("registry"):
+        return _registered_head_type(spec.name, value)
     if kind is bool:
         if not isinstance(value, bool):
             raise AtomConfigError(spec.name, f"must be true or false, got {type(value).__name__} {value!r}.")

@@ -15,7 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.distributed.nn.functional import all_gather as differentiable_all_gather
 
-from .loss import AtomLoss, AtomLossOutput, AtomSummaries, masked_pair_energies
+from .loss import AtomLoss, AtomLossOutput, AtomSummaries
 
 __all__ = ["cross_process_atom_loss", "gather_summaries", "is_distributed"]
 
@@ -84,14 +84,8 @@ def cross_process_atom_loss(
     world_size = dist.get_world_size(group)
     global_summaries, local_index = gather_summaries(local, group)
     columns = torch.arange(global_summaries.mu.shape[0], device=local_index.device)
-    energies, dbar, pair_mask = masked_pair_energies(
-        local,
-        global_summaries,
-        local_index[:, None] == columns[None, :],
-        softening=loss_module.softening,
-        step=loss_module.step,
-        token_reduction=loss_module.token_reduction,
-        norm_ord=loss_module.norm_ord,
+    energies, dbar, pair_mask = loss_module.pair_energies(
+        local, global_summaries, local_index[:, None] == columns[None, :]
     )
     num_valid = global_summaries.valid.sum()
     num_ordered = (num_valid * (num_valid - 1)).clamp(min=1).to(energies.dtype)

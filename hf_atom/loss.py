@@ -1,7 +1,8 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
 """The atomic loss L_A of atom modeling (Tuan, Chiu & Wang, arXiv 2210.03728, Eq. 4-12).
 
-Pure tensor math: this module imports only torch, so the loss runs on any tensors.
+Pure tensor math: this module imports only torch, so the loss runs on any tensors. The input contract lives in
+`hf_atom.loss_contract`, the charge term (D3d) in `hf_atom.charge`.
 
 Paper equations implemented here, per sample (atom) ``A`` with valid tokens ``i``:
 
@@ -30,143 +31,29 @@ Project decisions (ours, not the paper's; see docs/DESIGN.md, D1-D5):
 
 from __future__ import annotations
 
-import math
-import typing
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from ._kernels import compute_dtype, norm, soften, spread
 
-StepMode = Literal["opposite", "literal"]
-TokenReduction = Literal["mean", "sum"]
-STEP_MODES: tuple[str, ...] = typing.get_args(StepMode)
-TOKEN_REDUCTIONS: tuple[str, ...] = typing.get_args(TokenReduction)
+# charge_target_penalty and check_atom_inputs stay importable from here, their home before they got modules.
+from .charge import charge_target_penalty  # noqa: F401
+from .loss_contract import check_atom_inputs, check_inputs, validate_loss_settings  # noqa: F401
+
+if TYPE_CHECKING:
+    from .configuration import AtomConfig
 
 __all__ = [
-    "STEP_MODES",
-    "TOKEN_REDUCTIONS",
     "AtomLoss",
     "AtomLossOutput",
     "AtomSummaries",
     "atom_loss",
     "atom_summaries",
-    "charge_target_penalty",
-    "check_atom_inputs",
-    "masked_pair_energies",
     "pair_energy_matrix",
-    "validate_loss_settings",
 ]
-
-
-# --------------------------------------------------------------------------------------------------------
-# Validation
-# --------------------------------------------------------------------------------------------------------
-
-
-def validate_loss_settings(softening: float, step: str, token_reduction: str, norm_ord: float) -> None:
-    """Raises a `ValueError` naming the argument and the allowed values for any invalid loss setting."""
-    if isinstance(softening, bool) or not isinstance(softening, (int, float)) or not math.isfinite(softening):
-        raise ValueError(f"`softening` must be a finite number > 0 (the Plummer length), got {softening!r}.")
-    if softening <= 0:
-        raise ValueError(
-            f"`softening` must be > 0, got {softening}: without softening the energy is infinite for two samples "
-            "at the same place. Use e.g. softening=0.1."
-        )
-    if step not in STEP_MODES:
-        raise ValueError(
-            f"`step` must be one of {STEP_MODES}, got {step!r} ('opposite' is the default, 'literal' the ablation)."
-        )
-    if token_reduction not in TOKEN_REDUCTIONS:
-        raise ValueError(f"`token_reduction` must be one of {TOKEN_REDUCTIONS}, got {token_reduction!r}.")
-    if isinstance(norm_ord, bool) or not isinstance(norm_ord, (int, float)) or math.isnan(norm_ord) or norm_ord < 1:
-        raise ValueError(
-            f"`norm_ord` must be a number >= 1 or float('inf') (a true norm), got {norm_ord!r}. Use 2.0 for the "
-            "Euclidean distance."
-        )
-
-
-def _validate_tensors(q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None) -> None:
-    for name, tensor in (("q", q), ("p", p)):
-        if not isinstance(tensor, torch.Tensor):
-            raise ValueError(f"`{name}` must be a torch.Tensor, got {type(tensor).__name__}.")
-        if not tensor.is_floating_point():
-            raise ValueError(
-                f"`{name}` must have a floating dtype (float16/bfloat16/float32/float64), got {tensor.dtype}."
-            )
-    if q.dim() != 2:
-        raise ValueError(f"`q` must have shape (batch, tokens), got shape {tuple(q.shape)}.")
-    if p.dim() != 3 or p.shape[:2] != q.shape:
-        raise ValueError(
-            f"`p` must have shape (batch, tokens, dim) matching `q` {tuple(q.shape)}, got shape {tuple(p.shape)}."
-        )
-    if p.shape[-1] < 1:
-        raise ValueError("`p` must have at least one position dimension.")
-    if p.device != q.device:
-        raise ValueError(f"`q` and `p` must be on the same device, got {q.device} and {p.device}.")
-    if mask is not None:
-        if not isinstance(mask, torch.Tensor):
-            raise ValueError(f"`mask` must be a torch.Tensor or None, got {type(mask).__name__}.")
-        if mask.shape != q.shape:
-            raise ValueError(f"`mask` must have shape (batch, tokens) = {tuple(q.shape)}, got {tuple(mask.shape)}.")
-        if mask.is_floating_point() or mask.is_complex():
-            raise ValueError(
-                f"`mask` must be boolean (or integer 0/1 like an attention_mask), got dtype {mask.dtype}: a fractional "
-                "mask has no meaning here. Pass `mask.bool()` or `mask > 0.5`."
-            )
-        if mask.device != q.device:
-            raise ValueError(f"`mask` must be on the same device as `q` ({q.device}), got {mask.device}.")
-
-
-def check_atom_inputs(
-    q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None = None, *, check_positions: bool = True
-) -> None:
-    """Checks the values of the loss's inputs against its contract, raising a `ValueError` that names the problem.
-
-    The contract of `atom_loss` / `AtomLoss`: `q` in [-1, 1] (Eq. 6) and finite on valid tokens, `p` finite on valid
-    tokens, `mask` boolean or integer 0/1. Shapes and dtypes are always checked (free); values need a look at the
-    data, which on an accelerator is a host synchronisation: `atom_loss` checks q and the mask itself for CPU tensors
-    (O(B*N)), and everything, on any device, when called with `check_values=True`.
-    """
-    _validate_tensors(q, p, mask)
-    _check_values(q, p, mask, check_positions)
-
-
-def _check_values(q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None, check_positions: bool) -> None:
-    keep = torch.ones_like(q, dtype=torch.bool) if mask is None else mask != 0
-    if mask is not None and mask.dtype != torch.bool:
-        wrong = (mask != 0) & (mask != 1)
-        if bool(wrong.any()):
-            raise ValueError(
-                f"`mask` must hold only 0 and 1, got {mask[wrong].unique()[:5].tolist()}. Pass `mask.bool()` if "
-                "non-zero should mean valid."
-            )
-    q = q.detach()
-    invalid = ~(q.abs() <= 1) & keep  # one pass: NaN fails every comparison, inf and |q| > 1 fail this one
-    if bool(invalid.any()):
-        if not bool(torch.isfinite(q[invalid]).all()):
-            raise ValueError("`q` has NaN or infinite values on valid tokens.")
-        raise ValueError(
-            f"`q` must be in [-1, 1] (Eq. 6: q = 2 sigmoid(Q(e)) - 1), got values up to {q[invalid].abs().max():.4g}."
-        )
-    if check_positions and bool((~torch.isfinite(p.detach()).all(dim=-1) & keep).any()):
-        raise ValueError("`p` has NaN or infinite values on valid tokens.")
-
-
-def _check_inputs(q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None, check_values: bool) -> None:
-    _validate_tensors(q, p, mask)
-    if _under_vmap(q, p):  # a value check is data-dependent control flow: check the stacked inputs before vmap
-        return
-    if check_values or q.device.type == "cpu":  # value checks synchronise an accelerator: opt-in there
-        _check_values(q, p, mask, check_positions=check_values)  # p is B*N*D: its check is opt-in everywhere
-
-
-def _under_vmap(*tensors: torch.Tensor) -> bool:
-    """True for tensors batched by `torch.func.vmap` (e.g. one atom loss per ensemble member)."""
-    is_batched = getattr(torch._C._functorch, "is_batchedtensor", None)
-    return is_batched is not None and any(is_batched(tensor) for tensor in tensors)
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -196,11 +83,6 @@ class AtomSummaries:
 
     def as_tuple(self) -> tuple:
         return (self.mu, self.r, self.s_plus, self.s_minus, self.n_tokens, self.valid)
-
-    @classmethod
-    def cat(cls, parts: list[AtomSummaries]) -> AtomSummaries:
-        """Concatenates summaries of several batches (e.g. gathered from several processes)."""
-        return cls(*[torch.cat(list(fields), dim=0) for fields in zip(*(part.as_tuple() for part in parts))])
 
 
 def atom_summaries(
@@ -252,6 +134,13 @@ def pair_energy_matrix(
         `tuple(torch.Tensor, torch.Tensor)`: the `(R, C)` energies and the `(R, C)` centre distances dbar.
     """
     validate_loss_settings(softening, step, token_reduction, norm_ord)
+    return _pair_energies(rows, cols, softening, step, token_reduction, norm_ord)
+
+
+def _pair_energies(
+    rows: AtomSummaries, cols: AtomSummaries, softening: float, step: str, token_reduction: str, norm_ord: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`pair_energy_matrix` for settings already validated (by `AtomLoss` when it was built)."""
     with torch.autocast(device_type=rows.mu.device.type, enabled=False):
         dbar = norm(rows.mu[:, None, :] - cols.mu[None, :, :], norm_ord)  # Eq. 7, (R, C)
         rbar = 0.5 * (rows.r[:, None] + cols.r[None, :])
@@ -285,7 +174,6 @@ class AtomLossOutput:
         summaries (`AtomSummaries`): the per-sample mu, r, S+, S-, N and validity (also readable as `output.mu`, ...).
         pair_mask (`torch.Tensor` of shape `(batch, batch)`, bool): the ordered pairs that entered the mean.
         num_pairs (`torch.Tensor`, scalar): number of unordered pairs that entered the mean.
-        charge_penalty (`torch.Tensor`, scalar, *optional*): the anti-collapse term, when requested (not part of `loss`).
     """
 
     loss: torch.Tensor
@@ -294,7 +182,6 @@ class AtomLossOutput:
     summaries: AtomSummaries
     pair_mask: torch.Tensor
     num_pairs: torch.Tensor
-    charge_penalty: torch.Tensor | None = None
 
     def __getattr__(self, name: str):  # output.mu, output.r, ...: the summaries' fields
         if name in _SUMMARY_FIELDS:
@@ -305,47 +192,23 @@ class AtomLossOutput:
 _SUMMARY_FIELDS = ("mu", "r", "s_plus", "s_minus", "n_tokens", "valid")
 
 
-def masked_pair_energies(
-    rows: AtomSummaries,
-    cols: AtomSummaries,
-    same_sample: torch.Tensor,
-    *,
-    softening: float,
-    step: str,
-    token_reduction: str,
-    norm_ord: float,
+def _masked_pair_energies(
+    rows: AtomSummaries, cols: AtomSummaries, same_sample: torch.Tensor, *settings
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Pair energies with the excluded pairs (a sample with itself, or with an invalid sample) set to 0.
-
-    Args:
-        same_sample (`torch.Tensor` of shape `(R, C)`, bool): true where row and column are the same sample.
-
-    Returns:
-        `tuple(torch.Tensor)`: energies `(R, C)`, distances dbar `(R, C)` and the pair mask `(R, C)`.
-    """
-    energies, dbar = pair_energy_matrix(
-        rows, cols, softening=softening, step=step, token_reduction=token_reduction, norm_ord=norm_ord
-    )
+    """Pair energies with the excluded pairs (a sample with itself, or with an invalid sample) set to 0."""
+    energies, dbar = _pair_energies(rows, cols, *settings)
     pair_mask = ~same_sample & rows.valid[:, None] & cols.valid[None, :]
     # where (not multiply) so an inf/NaN in an excluded pair can never leak into the sum or its gradient.
     energies = torch.where(pair_mask, energies, torch.zeros_like(energies))
     return energies, dbar, pair_mask
 
 
-def _loss_from_summaries(
-    summaries: AtomSummaries, softening: float, step: str, token_reduction: str, norm_ord: float
-) -> AtomLossOutput:
+def _loss_from_summaries(summaries: AtomSummaries, *settings) -> AtomLossOutput:
+    """L_A over the unordered pairs of distinct valid samples of one batch (D4), for validated `settings`
+    (softening, step, token_reduction, norm_ord)."""
     batch = summaries.mu.shape[0]
     same_sample = torch.eye(batch, dtype=torch.bool, device=summaries.mu.device)
-    energies, dbar, pair_mask = masked_pair_energies(
-        summaries,
-        summaries,
-        same_sample,
-        softening=softening,
-        step=step,
-        token_reduction=token_reduction,
-        norm_ord=norm_ord,
-    )
+    energies, dbar, pair_mask = _masked_pair_energies(summaries, summaries, same_sample, *settings)
     num_ordered = pair_mask.sum()
     # The energy is symmetric: the mean over unordered pairs equals the mean over ordered ones.
     loss = energies.sum() / num_ordered.clamp(min=1).to(energies.dtype)
@@ -402,44 +265,24 @@ def atom_loss(
     ```
     """
     validate_loss_settings(softening, step, token_reduction, norm_ord)
-    _check_inputs(q, p, mask, check_values)
+    check_inputs(q, p, mask, check_values)
     summaries = atom_summaries(q, p, mask, norm_ord=norm_ord)
     return _loss_from_summaries(summaries, softening, step, token_reduction, norm_ord).loss
 
 
-def charge_target_penalty(q: torch.Tensor, mask: torch.Tensor | None = None, *, target: float = 0.5) -> torch.Tensor:
-    """Anti-collapse constraint on the charges (D3d, ours): mean over valid samples of (mean_i |q_i| - target)^2.
-
-    Without it the charges drift to 0, where L_A vanishes and the interpretation of q is empty (docs/DESIGN.md,
-    D3d). It is a separate term, never part of `atom_loss`.
-    """
-    if q.dim() != 2:
-        raise ValueError(f"`q` must have shape (batch, tokens), got shape {tuple(q.shape)}.")
-    if not 0.0 <= target <= 1.0:
-        raise ValueError(f"`target` must be in [0, 1] (a mean |q|), got {target}.")
-    dtype = compute_dtype(q.dtype)
-    with torch.autocast(device_type=q.device.type, enabled=False):
-        q = q.to(dtype)
-        weights = torch.ones_like(q) if mask is None else (mask != 0).to(dtype)
-        n_tokens = weights.sum(dim=1)
-        valid = (n_tokens > 0).to(dtype)
-        mean_abs = (q.abs() * weights).sum(dim=1) / n_tokens.clamp(min=1.0)
-        per_sample = (mean_abs - target) ** 2 * valid
-        return per_sample.sum() / valid.sum().clamp(min=1.0)
-
-
 class AtomLoss(nn.Module):
-    """Module form of `atom_loss` that also returns the parts for logging and, optionally, the charge penalty.
+    """Module form of `atom_loss` that also returns the parts for logging. Its settings are validated once, here.
 
     Args:
         softening, step, token_reduction, norm_ord: as in `atom_loss`.
-        charge_target (`float`, *optional*): if set, also compute `charge_target_penalty` with this target.
         check_values (`bool`, defaults to `False`): check input values on every device, as in `atom_loss`.
+
+    The charge term (D3d) is not part of L_A: `AtomObjective` adds it (`hf_atom.charge.charge_target_penalty`).
 
     Example:
 
     ```python
-    >>> loss_fn = AtomLoss(softening=0.1)
+    >>> loss_fn = AtomLoss(softening=0.1)  # or AtomLoss.from_config(hf_atom.AtomConfig(...))
     >>> out = loss_fn(q, p, mask, return_parts=True)
     >>> out.loss, out.num_pairs, out.pair_energies.shape
     ```
@@ -451,33 +294,46 @@ class AtomLoss(nn.Module):
         step: str = "opposite",
         token_reduction: str = "mean",
         norm_ord: float = 2.0,
-        charge_target: float | None = None,
         check_values: bool = False,
     ):
         super().__init__()
         validate_loss_settings(softening, step, token_reduction, norm_ord)
-        if charge_target is not None and not 0.0 <= charge_target <= 1.0:
-            raise ValueError(f"`charge_target` must be in [0, 1] or None, got {charge_target}.")
         self.softening = float(softening)
         self.step = step
         self.token_reduction = token_reduction
         self.norm_ord = float(norm_ord)
-        self.charge_target = charge_target
         self.check_values = check_values
+
+    @classmethod
+    def from_config(cls, config: AtomConfig, check_values: bool = False) -> AtomLoss:
+        """The loss with the "loss" settings of an `AtomConfig` (softening, step, token reduction, norm)."""
+        return cls(config.softening, config.step, config.token_reduction, config.norm_ord, check_values)
+
+    @property
+    def settings(self) -> tuple[float, str, str, float]:
+        return (self.softening, self.step, self.token_reduction, self.norm_ord)
 
     def extra_repr(self) -> str:
         return (
             f"softening={self.softening}, step={self.step!r}, token_reduction={self.token_reduction!r}, "
-            f"norm_ord={self.norm_ord}, charge_target={self.charge_target}"
+            f"norm_ord={self.norm_ord}"
         )
 
     def summaries(self, q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None = None) -> AtomSummaries:
         """Per-sample summaries (validated inputs); what a distributed run gathers across processes."""
-        _check_inputs(q, p, mask, self.check_values)
+        check_inputs(q, p, mask, self.check_values)
         return atom_summaries(q, p, mask, norm_ord=self.norm_ord)
 
+    def pair_energies(
+        self, rows: AtomSummaries, cols: AtomSummaries, same_sample: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Pair energies between row and column samples with this loss's settings, 0 for excluded pairs (a sample
+        with itself: `same_sample`, or with an invalid sample). Returns energies, distances dbar and the pair mask
+        `(R, C)`."""
+        return _masked_pair_energies(rows, cols, same_sample, *self.settings)
+
     def loss_from_summaries(self, summaries: AtomSummaries) -> AtomLossOutput:
-        return _loss_from_summaries(summaries, self.softening, self.step, self.token_reduction, self.norm_ord)
+        return _loss_from_summaries(summaries, *self.settings)
 
     def forward(
         self,
@@ -487,6 +343,4 @@ class AtomLoss(nn.Module):
         return_parts: bool = False,
     ) -> torch.Tensor | AtomLossOutput:
         output = self.loss_from_summaries(self.summaries(q, p, mask))
-        if self.charge_target is not None:
-            output.charge_penalty = charge_target_penalty(q, mask, target=self.charge_target)
         return output if return_parts else output.loss

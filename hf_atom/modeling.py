@@ -25,7 +25,7 @@ from transformers.utils import ModelOutput
 
 from .checkpoints import check_saved_model
 from .configuration import AtomConfig
-from .heads import AtomHead
+from .heads import BaseAtomHead, build_atom_head
 from .importance import TokenImportance
 from .tokens import AtomTokens, TokenSelector, feature_widths, select_tokens
 
@@ -119,7 +119,7 @@ def atom_class_for(base_class: type) -> type:
     if not isinstance(base_class, type) or not issubclass(base_class, PreTrainedModel):
         raise ValueError(
             f"Atom heads attach to transformers `PreTrainedModel` classes, got {base_class!r}. For a plain torch "
-            "module, use `hf_atom.AtomHead` and `hf_atom.AtomLoss` directly."
+            "module, use `hf_atom.AtomRegularizer`."
         )
     if issubclass(base_class, AtomMixin):
         return base_class
@@ -134,12 +134,12 @@ class AtomMixin:
     """Adds atom heads to a `PreTrainedModel` subclass. Use through `atom_class_for` / `with_atom`.
 
     Attributes:
-        atom_head (`AtomHead`): the Q and P maps.
+        atom_head (`BaseAtomHead`): the Q and P maps, of the registered type `atom_config.head_type`.
         atom_token_selector (`callable`, *optional*): overrides the built-in token selection (not saved).
     """
 
     _atom_base_class: type
-    atom_head: AtomHead
+    atom_head: BaseAtomHead
     atom_token_selector: TokenSelector | None = None
 
     # -- construction ------------------------------------------------------------------------------------
@@ -170,7 +170,7 @@ class AtomMixin:
         # Keep the atom outputs out of Trainer's eval predictions, so compute_metrics sees only the logits.
         ignored = list(getattr(self.config, "keys_to_ignore_at_inference", None) or [])
         self.config.keys_to_ignore_at_inference = ignored + [k for k in ATOM_OUTPUT_KEYS if k not in ignored]
-        self.atom_head = AtomHead(input_dim, atom_config.position_dim or input_dim, atom_config.position_norm)
+        self.atom_head = build_atom_head(atom_config, input_dim)
 
     @classmethod
     def is_custom_code(cls) -> bool:
@@ -179,7 +179,7 @@ class AtomMixin:
         return cls._atom_base_class.is_custom_code()
 
     def _init_weights(self, module):
-        if isinstance(module, AtomHead):
+        if isinstance(module, BaseAtomHead):
             module.reset_parameters()  # never the base model's zero-bias/0.02 default for Q (docs/DESIGN.md, D3e)
             return
         super()._init_weights(module)
@@ -418,15 +418,16 @@ def _check_local_model(path, config, kwargs: dict[str, Any], atom_config_given: 
     folder = os.path.join(os.fspath(path), kwargs["subfolder"]) if kwargs.get("subfolder") else os.fspath(path)
     if not os.path.isdir(folder) or kwargs.get("variant") or kwargs.get("gguf_file"):
         return  # Hub ids and other file layouts: transformers' own checks apply
-    expected = {}
+    expected, head_class = {}, None
     saved = getattr(config, "atom_config", None)
     if not kwargs.get("ignore_mismatched_sizes") and isinstance(saved, dict) and saved.get("input_dim"):
         settings = AtomConfig.from_dict(saved)
         with torch.device("meta"):  # shapes only, no memory
-            head = AtomHead(settings.input_dim, settings.position_dim or settings.input_dim, settings.position_norm)
+            head = build_atom_head(settings, settings.input_dim)
         expected = {f"atom_head.{name}": tuple(t.shape) for name, t in head.state_dict().items()}
+        head_class = type(head)
     source = "The `atom_config` passed to from_pretrained" if atom_config_given else "config.json's `atom_config`"
-    check_saved_model(folder, expected, settings=source)
+    check_saved_model(folder, expected, settings=source, head_class=head_class)
 
 
 def _auto_atom(name: str, auto_class: type) -> type:

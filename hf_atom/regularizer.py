@@ -4,7 +4,7 @@
 - `AtomObjective` turns charges q, positions p and a token mask into the objective to add to a task loss,
   `weight * (L_A + charge_weight * charge_penalty)`, with the loss parts and the logged statistics. It has no
   parameters. `AtomTrainer` uses it on the `atom_q` / `atom_p` / `atom_mask` outputs of an atom model.
-- `AtomRegularizer` is an `AtomHead` (Q and P) followed by an `AtomObjective`: the entry point for models that are
+- `AtomRegularizer` is an atom head (`config.head_type`: Q and P) followed by an `AtomObjective`: the entry point for models that are
   not transformers models, e.g. a GAN generator in a hand-written training loop.
 
 Example:
@@ -26,10 +26,11 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from .charge import charge_target_penalty
 from .configuration import AtomConfig
 from .distributed import cross_process_atom_loss, is_distributed
-from .heads import AtomHead
-from .loss import AtomLossOutput, atom_summaries, charge_target_penalty
+from .heads import BaseAtomHead, build_atom_head
+from .loss import AtomLoss, AtomLossOutput, atom_summaries
 
 __all__ = ["ATOM_STATISTICS", "AtomObjective", "AtomRegularizer", "AtomRegularizerOutput"]
 
@@ -142,7 +143,7 @@ class AtomObjective(nn.Module):
     def __init__(self, config: AtomConfig | None = None):
         super().__init__()
         self.config = config if config is not None else AtomConfig()
-        self.loss_fn = self.config.loss_module(with_charge_penalty=False)
+        self.loss_fn = AtomLoss.from_config(self.config)
 
     def extra_repr(self) -> str:
         config = self.config
@@ -228,7 +229,7 @@ class AtomRegularizer(nn.Module):
                 "unset or make them equal."
             )
         self.config = config.replace(input_dim=hidden_size)
-        self.head = AtomHead(hidden_size, self.config.position_dim or hidden_size, self.config.position_norm)
+        self.head: BaseAtomHead = build_atom_head(self.config, hidden_size)
         self.atom_objective = AtomObjective(self.config)
 
     def forward(
@@ -246,10 +247,10 @@ class AtomRegularizer(nn.Module):
                 f"`tokens` must be a (batch, tokens, hidden_size) tensor, got {shape}. Use `hf_atom.mlp_tokens` for "
                 "(batch, width) activations or `hf_atom.feature_map_tokens` for (batch, C, H, W) feature maps."
             )
-        if tokens.shape[-1] != self.head.importance.in_features:
+        if tokens.shape[-1] != self.head.input_dim:
             raise ValueError(
                 f"`tokens` have {tokens.shape[-1]} features each but this regularizer was built for "
-                f"hidden_size={self.head.importance.in_features}."
+                f"hidden_size={self.head.input_dim}."
             )
         q, p = self.head(tokens)
         return self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather_across_processes)

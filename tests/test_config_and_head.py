@@ -1,10 +1,12 @@
-"""AtomConfig validation and serialisation; the atom head (Eq. 6, 12, D3b)."""
+"""AtomConfig validation and serialisation; the atom head (Eq. 6, 12, D3b) and the head registry."""
 
 import math
 
 import pytest
 import torch
+from tiny_models import bert
 
+import hf_atom
 from hf_atom import AtomConfig, AtomHead
 
 
@@ -94,8 +96,51 @@ def test_q_is_eq_6():
 
 def test_loss_module_follows_the_config():
     config = AtomConfig(softening=0.3, step="literal", token_reduction="sum", norm_ord=1.0, charge_target=0.4)
-    module = config.loss_module()
+    module = hf_atom.AtomLoss.from_config(config)
     assert (module.softening, module.step, module.token_reduction, module.norm_ord) == (0.3, "literal", "sum", 1.0)
-    assert module.charge_target == 0.4
-    assert config.loss_module(with_charge_penalty=False).charge_target is None
-    assert config.replace(charge_constraint="none").loss_module().charge_target is None
+    q, p = torch.rand(3, 4) * 2 - 1, torch.randn(3, 4, 2)
+    assert torch.equal(
+        module(q, p), hf_atom.atom_loss(q, p, softening=0.3, step="literal", token_reduction="sum", norm_ord=1.0)
+    )
+
+
+class ScaledAtomHead(hf_atom.AtomHead):
+    """A new head type for the tests: the linear head with q scaled by a fixed factor."""
+
+    @classmethod
+    def from_config(cls, config, hidden_size):
+        return cls(hidden_size, config.position_dim or hidden_size, config.position_norm)
+
+    def forward(self, hidden_states):
+        q, p = super().forward(hidden_states)
+        return 0.5 * q, p
+
+
+def test_a_new_head_type_is_one_class_and_one_registration(tmp_path):
+    with pytest.raises(hf_atom.AtomConfigError, match="head_type.*registered head type.*'linear'.*register_atom_head"):
+        AtomConfig(head_type="scaled")
+    hf_atom.register_atom_head("scaled")(ScaledAtomHead)
+    try:
+        config = AtomConfig(head_type="scaled", position_dim=3)
+        regularizer = hf_atom.AtomRegularizer(8, config)
+        assert type(regularizer.head) is ScaledAtomHead and regularizer.head.head_type == "scaled"
+        assert regularizer(torch.randn(4, 5, 8)).q.abs().max() <= 0.5
+        model = hf_atom.with_atom(bert(), config)
+        assert type(model.atom_head) is ScaledAtomHead
+        model.save_pretrained(tmp_path)
+        reloaded = hf_atom.AutoAtomModel.from_pretrained(tmp_path)
+        assert type(reloaded.atom_head) is ScaledAtomHead and reloaded.atom_config.head_type == "scaled"
+        assert torch.equal(reloaded.atom_head.position.weight, model.atom_head.position.weight)
+        with pytest.raises(ValueError, match="already registered"):
+            hf_atom.register_atom_head("scaled")(hf_atom.AtomHead)
+        with pytest.raises(TypeError, match="BaseAtomHead subclass"):
+            hf_atom.register_atom_head("plain")(torch.nn.Linear)
+    finally:
+        del hf_atom.ATOM_HEAD_TYPES["scaled"]
+
+
+def test_the_default_head_type_is_the_papers_linear_head():
+    assert AtomConfig().head_type == "linear" and hf_atom.ATOM_HEAD_TYPES["linear"] is AtomHead
+    head = hf_atom.build_atom_head(AtomConfig(position_dim=3, position_norm="none"), 6)
+    assert type(head) is AtomHead and head.input_dim == 6 and head.position.out_features == 3
+    assert AtomHead.settings_from_shapes({"position.weight": (3, 6)}) == {"input_dim": 6, "position_dim": 3}

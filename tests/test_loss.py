@@ -256,7 +256,7 @@ def test_no_quadratic_token_tensor_anywhere():
 def test_module_parts_are_consistent():
     q, p, mask = random_batch(5, 6, 3)
     mask[:, 0] = True
-    module = AtomLoss(softening=0.2, step="opposite", token_reduction="sum", norm_ord=1.0, charge_target=0.5)
+    module = AtomLoss(softening=0.2, step="opposite", token_reduction="sum", norm_ord=1.0)
     out = module(q, p, mask, return_parts=True)
     assert torch.equal(out.loss, module(q, p, mask))
     assert torch.allclose(out.loss, atom_loss(q, p, mask, softening=0.2, token_reduction="sum", norm_ord=1.0))
@@ -271,7 +271,6 @@ def test_module_parts_are_consistent():
     assert torch.allclose(out.s_plus, (q.clamp(min=0) * weights).sum(1))
     assert torch.allclose(out.s_minus, (q.clamp(max=0) * weights).sum(1))
     assert torch.allclose(out.pair_distances, torch.cdist(out.mu, out.mu, p=1.0))
-    assert out.charge_penalty is not None
 
 
 def test_charge_target_penalty_matches_definition():
@@ -344,8 +343,16 @@ def test_bad_dtypes_raise():
 def test_bad_charge_target_raises():
     with pytest.raises(ValueError, match="target"):
         charge_target_penalty(torch.zeros(2, 3), target=1.5)
-    with pytest.raises(ValueError, match="charge_target"):
-        AtomLoss(charge_target=-0.1)
+
+
+def test_masked_charges_never_matter_in_the_charge_term():
+    q = torch.rand(3, 4, dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 0], [0, 0, 0, 0]], dtype=torch.bool)
+    poisoned = torch.where(mask, q, torch.tensor(float("nan"), dtype=torch.float64))
+    value = charge_target_penalty(poisoned, mask, target=0.3)
+    assert torch.equal(value, charge_target_penalty(q, mask, target=0.3))
+    (grad,) = torch.autograd.grad(value, q)
+    assert torch.isfinite(grad).all() and torch.equal(grad[~mask], torch.zeros_like(grad[~mask]))
 
 
 # ---------------------------------------------------------------------------------------------------------
