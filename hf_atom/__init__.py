@@ -16,6 +16,14 @@ __version__ = "0.1.0"
 
 # submodule -> the public names it defines; one line per module, read by `__getattr__` below.
 _import_structure: dict[str, list[str]] = {
+    "auto": [
+        "AutoAtomModel",
+        "AutoAtomModelForCausalLM",
+        "AutoAtomModelForImageClassification",
+        "AutoAtomModelForMaskedLM",
+        "AutoAtomModelForSequenceClassification",
+        "AutoAtomModelForTokenClassification",
+    ],
     "charge": ["charge_target_penalty"],
     "configuration": [
         "CHARGE_CONSTRAINTS",
@@ -29,18 +37,7 @@ _import_structure: dict[str, list[str]] = {
     "importance": ["TokenImportance"],
     "loss": ["AtomLoss", "AtomLossOutput", "AtomSummaries", "atom_loss", "atom_summaries", "pair_energy_matrix"],
     "loss_contract": ["check_atom_inputs"],
-    "modeling": [
-        "ATOM_OUTPUT_KEYS",
-        "AtomMixin",
-        "AutoAtomModel",
-        "AutoAtomModelForCausalLM",
-        "AutoAtomModelForImageClassification",
-        "AutoAtomModelForMaskedLM",
-        "AutoAtomModelForSequenceClassification",
-        "AutoAtomModelForTokenClassification",
-        "atom_class_for",
-        "with_atom",
-    ],
+    "modeling": ["ATOM_OUTPUT_KEYS", "AtomMixin", "atom_class_for", "with_atom"],
     "peft_utils": ["get_peft_model"],
     "regularizer": ["AtomObjective", "AtomRegularizer", "AtomRegularizerOutput"],
     "tokens": ["AtomTokens", "feature_map_tokens", "feature_widths", "mlp_tokens", "select_tokens"],
@@ -53,6 +50,14 @@ _name_to_module = {name: module for module, names in _import_structure.items() f
 __all__ = ["__version__", *sorted(_name_to_module)]
 
 if TYPE_CHECKING:  # static tools (IDEs, type checkers) see ordinary imports
+    from .auto import (
+        AutoAtomModel,
+        AutoAtomModelForCausalLM,
+        AutoAtomModelForImageClassification,
+        AutoAtomModelForMaskedLM,
+        AutoAtomModelForSequenceClassification,
+        AutoAtomModelForTokenClassification,
+    )
     from .charge import charge_target_penalty
     from .configuration import (
         CHARGE_CONSTRAINTS,
@@ -66,18 +71,7 @@ if TYPE_CHECKING:  # static tools (IDEs, type checkers) see ordinary imports
     from .importance import TokenImportance
     from .loss import AtomLoss, AtomLossOutput, AtomSummaries, atom_loss, atom_summaries, pair_energy_matrix
     from .loss_contract import check_atom_inputs
-    from .modeling import (
-        ATOM_OUTPUT_KEYS,
-        AtomMixin,
-        AutoAtomModel,
-        AutoAtomModelForCausalLM,
-        AutoAtomModelForImageClassification,
-        AutoAtomModelForMaskedLM,
-        AutoAtomModelForSequenceClassification,
-        AutoAtomModelForTokenClassification,
-        atom_class_for,
-        with_atom,
-    )
+    from .modeling import ATOM_OUTPUT_KEYS, AtomMixin, atom_class_for, with_atom
     from .peft_utils import get_peft_model
     from .regularizer import AtomObjective, AtomRegularizer, AtomRegularizerOutput
     from .tokens import AtomTokens, feature_map_tokens, feature_widths, mlp_tokens, select_tokens

@@ -10,10 +10,7 @@
 from __future__ import annotations
 
 import collections
-import html
 import os
-import struct
-import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,15 +20,14 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
+from .explain_inputs import IMAGE_EXTENSIONS, check_output_folder, image_sources, load_atom_model, read_image
+from .explain_pages import page, write_index
 from .importance import TokenImportance
-from .modeling import AutoAtomModel
 from .visualize import render_image_importance, render_text_importance, text_importance_html
 
 logger = logging.get_logger(__name__)
 
 __all__ = ["IMAGE_EXTENSIONS", "Explainer", "Explanation", "check_output_folder", "text_pieces", "write_index"]
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 
 
 @dataclass
@@ -100,7 +96,7 @@ class Explainer:
         """Loads the atom model and its processor (image processor or tokenizer) from one folder."""
         from transformers import AutoImageProcessor, AutoTokenizer
 
-        model = _load_model(model_dir)
+        model = load_atom_model(model_dir)
         loader = AutoImageProcessor if model.main_input_name == "pixel_values" else AutoTokenizer
         try:
             processor = loader.from_pretrained(model_dir)
@@ -205,7 +201,7 @@ class Explainer:
                     title = f"predicted {explanation.prediction}" if explanation.prediction else None
                     html_path = os.path.join(out_dir, f"text_{index:04d}.html")
                     with open(html_path, "w", encoding="utf-8") as handle:
-                        handle.write(_page(text_importance_html(pieces, title)))
+                        handle.write(page(text_importance_html(pieces, title)))
                     png_path = render_text_importance(
                         pieces, os.path.join(out_dir, f"text_{index:04d}.png"), title=title
                     )
@@ -245,14 +241,14 @@ class Explainer:
                 f"The output folder (--out) {out_dir!r} is an existing file; give a folder (created if missing)."
             )
         if self.kind == "image":
-            sources = _image_sources(inputs, out_dir, allow_output_in_input)
+            sources = image_sources(inputs, out_dir, allow_output_in_input)
             os.makedirs(out_dir, exist_ok=True)
             explanations, skipped = [], []
             for start in range(0, len(sources), self.batch_size):
                 images, names, out_names = [], [], []
                 for source in sources[start : start + self.batch_size]:
                     try:
-                        images.append(_read_image(source.path))
+                        images.append(read_image(source.path))
                     except ValueError as error:
                         if source.named:
                             raise
@@ -291,155 +287,3 @@ class Explainer:
         explanations = self.explain_texts(texts, out_dir)
         write_index(explanations, out_dir)
         return explanations
-
-
-@dataclass
-class _ImageSource:
-    path: Path  # as given (absolute if the input was)
-    out_name: str  # relative to the output folder
-    named: bool  # given directly (True) or found in a folder
-
-
-def _inside(path: Path, folder: Path) -> bool:
-    return path == folder or folder in path.parents
-
-
-def check_output_folder(out_dir: str, folders: list[str], files: list[str], allow: bool) -> None:
-    """Refuses an output folder that is an input folder or holds an input, unless allowed (why: outputs would sit
-    among, and could be taken for, the user's files)."""
-    out = Path(out_dir).resolve()
-    for item in folders + files:
-        resolved = Path(item).resolve()
-        if _inside(resolved, out) and not allow:
-            relation = "is" if resolved == out else "contains"
-            raise ValueError(
-                f"The output folder (--out) {out_dir!r} {relation} the input {item!r}: the pictures would be written "
-                "among your inputs. Choose another output folder, or pass --allow_output_in_input "
-                "(`allow_output_in_input=True`) to write there anyway (input files are never overwritten)."
-            )
-
-
-def _image_sources(inputs: list[str], out_dir: str, allow: bool) -> list[_ImageSource]:
-    """Every image to explain, once, with a unique output name that keeps its path relative to the inputs."""
-    folders, files = [], []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            folders.append(item)
-        elif path.is_file() and path.suffix.lower() in IMAGE_EXTENSIONS:
-            files.append(item)
-        else:
-            reason = "no such file or folder" if not path.exists() else "not an image file or a folder of images"
-            raise ValueError(f"{item!r}: {reason} (image extensions: {', '.join(IMAGE_EXTENSIONS)}).")
-    check_output_folder(out_dir, folders, files, allow)
-    out = Path(out_dir).resolve()
-    found: list[tuple[Path, bool]] = [(Path(f), True) for f in files]
-    for folder in folders:
-        # an output folder inside an input folder is never searched: earlier pictures are not inputs
-        skip_out = out != Path(folder).resolve()
-        for path in sorted(Path(folder).rglob("*")):
-            if path.suffix.lower() in IMAGE_EXTENSIONS and path.is_file():
-                if not (skip_out and _inside(path.resolve(), out)):
-                    found.append((path, False))
-    seen, unique = set(), []
-    for path, named in found:
-        key = path.resolve()
-        if key not in seen:
-            seen.add(key)
-            unique.append((path, named))
-    if not unique:
-        raise ValueError(f"No images ({', '.join(IMAGE_EXTENSIONS)}) found in {inputs}.")
-    absolute = [Path(os.path.abspath(p)) for p, _ in unique]
-    root = Path(os.path.commonpath([str(p.parent) for p in absolute]))
-    sources = [
-        _ImageSource(path, str(a.relative_to(root)) + ".png", named) for (path, named), a in zip(unique, absolute)
-    ]
-    inputs_resolved = {p.resolve() for p, _ in unique}
-    for source in sources:
-        target = (out / source.out_name).resolve()
-        if target in inputs_resolved:  # possible only with allow_output_in_input: never overwrite an input
-            raise ValueError(
-                f"The picture for {str(source.path)!r} would be written to {str(target)!r}, which is one of the "
-                "inputs. Choose an output folder outside the inputs."
-            )
-    for source in sources:
-        if source.named:
-            _probe_image(source.path)
-    return sources
-
-
-def _unreadable_image_errors() -> tuple[type, ...]:
-    from PIL import Image
-
-    # what PIL raises for files that are not (whole) images; anything else is a real error and propagates
-    return (OSError, SyntaxError, ValueError, EOFError, struct.error, Image.DecompressionBombError)
-
-
-def _probe_image(path: Path) -> None:
-    """Reads only the header: a named file that is not an image stops the export before anything is written."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            image.verify()
-    except _unreadable_image_errors() as error:
-        raise ValueError(f"{str(path)!r} is not a readable image ({type(error).__name__}: {error}).") from None
-
-
-def _read_image(path: Path):
-    """The image at `path` in RGB, fully decoded (so that a truncated file fails here, naming it)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except _unreadable_image_errors() as error:
-        raise ValueError(f"{str(path)!r} is not a readable image ({type(error).__name__}: {error}).") from None
-
-
-def _load_model(model_dir: str | os.PathLike):
-    """`AutoAtomModel.from_pretrained`, with every way it can fail on a user's path turned into one `ValueError`."""
-    path = os.fspath(model_dir)
-    if os.path.isfile(path):
-        raise ValueError(f"The model (MODEL_DIR) {path!r} is a file; give the folder that holds config.json.")
-    if not os.path.isdir(path):
-        from huggingface_hub.utils import HFValidationError, validate_repo_id
-
-        try:
-            validate_repo_id(path)
-        except HFValidationError:
-            raise ValueError(f"The model (MODEL_DIR) {path!r}: no such folder.") from None
-    elif not os.path.isfile(os.path.join(path, "config.json")):
-        raise ValueError(
-            f"The model (MODEL_DIR) {path!r} has no config.json: give the folder of a saved atom model (a recipe's "
-            "output, a checkpoint-N folder, or `model.save_pretrained(folder)`)."
-        )
-    try:
-        return AutoAtomModel.from_pretrained(path)
-    except (OSError, ValueError) as error:
-        where = "" if os.path.isdir(path) else " It is no local folder, and the Hub did not serve it either."
-        message = " ".join(str(error).split())
-        raise ValueError(f"Cannot load an atom model from {path!r}:{where} {message}") from error
-
-
-def _page(body: str) -> str:
-    return f'<!doctype html><html><head><meta charset="utf-8"><title>hf_atom token importance</title></head><body>{body}</body></html>'
-
-
-def write_index(explanations: list[Explanation], out_dir: str, *, skipped: Sequence[tuple[str, str]] = ()) -> None:
-    """Writes `index.html` in `out_dir`: every explanation's picture with its source and prediction, one entry per
-    input, and the inputs that were skipped with the reason."""
-    items = []
-    for explanation in explanations:
-        png = next((f for f in explanation.files if f.endswith(".png")), None)
-        caption = html.escape(explanation.source if explanation.kind == "image" else explanation.source[:120])
-        prediction = f" &rarr; {html.escape(explanation.prediction)}" if explanation.prediction else ""
-        image = ""
-        if png:
-            link = urllib.parse.quote(Path(os.path.relpath(png, out_dir)).as_posix())
-            image = f'<img src="{html.escape(link)}" style="max-width:100%">'
-        items.append(f"<figure>{image}<figcaption>{caption}{prediction}</figcaption></figure>")
-    for source, reason in skipped:
-        items.append(f"<p>skipped {html.escape(source)}: {html.escape(reason)}</p>")
-    with open(os.path.join(out_dir, "index.html"), "w", encoding="utf-8") as handle:
-        handle.write(_page("<h2>Token importance (q: red +, blue -, white 0)</h2>" + "\n".join(items)))

@@ -47,7 +47,9 @@ def test_loss_and_regularizer_import_only_torch():
 def test_lazy_names_resolve_like_an_eager_package():
     code = (
         "import hf_atom, hf_atom.modeling as m; "
-        "assert hf_atom.AutoAtomModel is m.AutoAtomModel; "
+        "assert hf_atom.AutoAtomModel is m.AutoAtomModel is hf_atom.auto.AutoAtomModel; "
+        "from hf_atom.loss import charge_target_penalty, check_atom_inputs; "  # where they were before the split
+        "from hf_atom.explain import IMAGE_EXTENSIONS, check_output_folder, write_index; "
         "assert set(hf_atom.__all__) <= set(dir(hf_atom)); "
         "assert all(getattr(hf_atom, n) is not None for n in hf_atom.__all__); "
         "from hf_atom import AtomTrainer, atom_loss; print('ok')"
