@@ -283,7 +283,7 @@ def plot_scatter(outputs: str, runs: list[dict], path: str, seed: int = 0) -> bo
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    from hf_atom.mode_metrics import mixture_spec
+    from hf_atom.metrics import mixture_spec
 
     panels = scatter_panels(outputs, runs, seed)
     if not panels:

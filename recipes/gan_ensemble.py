@@ -34,7 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hf_atom import AtomRegularizer
-from hf_atom.mode_metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture
+from hf_atom.metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture
 from hf_atom.regularizer import ATOM_STATISTICS
 
 ENSEMBLE_METHODS = ("gan", "atom", "pacgan")

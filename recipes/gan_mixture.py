@@ -32,7 +32,7 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import nn
 
 from hf_atom import mlp_tokens
-from hf_atom.mode_metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture
+from hf_atom.metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture
 
 
 @dataclass

@@ -39,7 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hf_atom import feature_map_tokens
-from hf_atom.mode_metrics import stacked_mnist_mode_metrics
+from hf_atom.metrics import stacked_mnist_mode_metrics
 
 DEFAULT_DATA_DIR = os.path.join(
     os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "..", "shared", "data", "mnist"

@@ -8,7 +8,7 @@ model and temperature it reports:
   model's sampling distribution softmax(logits / T), i.e. how well the distribution the samples come from fits real
   text (at T = 1 the usual held-out perplexity); and `base_ppl_of_samples`, the token-pooled perplexity of the
   sampled continuations (given their prompt, EOS excluded) under the base model (`--base_model`, T = 1);
-- diversity (`hf_atom.text_metrics`, on continuations only, the shared prompt left out): pooled `distinct_1`,
+- diversity (`hf_atom.metrics`, on continuations only, the shared prompt left out): pooled `distinct_1`,
   `distinct_2`; `self_bleu` over all samples of the temperature (Texygen's definition; `--self_bleu_hypotheses`
   texts are scored, each against all the others); `self_bleu_within_prompt`, the mean over prompts of the self-BLEU
   of that prompt's samples (do several samples for one prompt differ?); and `mean_words` of a continuation.
@@ -40,7 +40,7 @@ from causal_lm import TEXT_COLUMNS, read_local_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from hf_atom.text_metrics import distinct_n, self_bleu, word_tokenize
+from hf_atom.metrics import distinct_n, self_bleu, word_tokenize
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ import transformers as T
 from tiny_models import _llama_config, gpt2, tiny_tokenizer
 
 import hf_atom
-from hf_atom.text_metrics import distinct_n
+from hf_atom.metrics import distinct_n
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))

@@ -10,7 +10,7 @@ import sys
 import pytest
 import torch
 
-from hf_atom.mode_metrics import (
+from hf_atom.metrics import (
     kl_to_uniform,
     mixture_mode_metrics,
     mixture_spec,

@@ -4,7 +4,7 @@ import math
 
 import pytest
 
-from hf_atom.text_metrics import distinct_n, ngrams, self_bleu, word_tokenize
+from hf_atom.metrics import distinct_n, ngrams, self_bleu, word_tokenize
 
 
 def test_word_tokenize_reproduces_nltk_documented_example():
