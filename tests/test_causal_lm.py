@@ -15,6 +15,7 @@ from hf_atom.metrics import distinct_n
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "recipes"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import causal_lm  # noqa: E402
 import generation_eval  # noqa: E402
@@ -185,7 +186,7 @@ def test_atom_weight_zero_matches_plain_trainer(tmp_path, tiny_lms):
         train_dataset=splits["train"],
         data_collator=T.DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100),
     )
-    # AtomTrainer's loss convention (README, "Loss scaling"): per-micro-batch token means. A plain Trainer instead
+    # AtomTrainer's loss convention (docs/GUIDE.md, "Loss scaling"): per-micro-batch token means. A plain Trainer instead
     # divides causal-LM losses by num_items_in_batch (which counts the unshifted label tokens), a different scale.
     plain.model_accepts_loss_kwargs = False
     plain.train()
