@@ -1,10 +1,10 @@
 """Runs the GAN benchmark grid of docs/GENERATION.md one run at a time and keeps each run's results JSON.
 
-    python recipes/_gan_benchmarks.py main        # 2D ring + grid, gan / atom / pacgan, 5 seeds
-    python recipes/_gan_benchmarks.py ablations   # atom settings on the grid
-    python recipes/_gan_benchmarks.py smnist      # stacked MNIST, 3 methods x 2 seeds
-    python recipes/_gan_benchmarks.py smnist_long # the same with 1000 steps instead of 300
-    python recipes/_gan_summarize.py              # the tables of docs/GENERATION.md from the JSON files
+    python benchmarks/gan_benchmarks.py main        # 2D ring + grid, gan / atom / pacgan, 5 seeds
+    python benchmarks/gan_benchmarks.py ablations   # atom settings on the grid
+    python benchmarks/gan_benchmarks.py smnist      # stacked MNIST, 3 methods x 2 seeds
+    python benchmarks/gan_benchmarks.py smnist_long # the same with 1000 steps instead of 300
+    python benchmarks/gan_summarize.py              # the tables of docs/GENERATION.md from the JSON files
 
 Every run uses one thread (`--num_threads 1`): the budget of docs/GENERATION.md. Runs execute one after another in
 this process (imports once; each run re-seeds everything); `--subprocess` gives each run its own process. A run

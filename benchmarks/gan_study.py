@@ -23,6 +23,8 @@ import sys
 from collections import defaultdict
 from typing import TYPE_CHECKING
 
+from _stats import mean_se, paired_test
+
 if TYPE_CHECKING:
     import torch
 
@@ -127,34 +129,6 @@ def load_runs(folder: str) -> list[dict]:
             with open(os.path.join(folder, file), encoding="utf-8") as handle:
                 runs.append(json.load(handle))
     return runs
-
-
-def mean_se(values: list[float]) -> tuple[float, float]:
-    """Mean and standard error (sample std / sqrt(n)); se is NaN for one value."""
-    values = [v for v in values if v is not None and not math.isnan(v)]
-    if not values:
-        return math.nan, math.nan
-    mean = sum(values) / len(values)
-    if len(values) < 2:
-        return mean, math.nan
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1)
-    return mean, math.sqrt(var / len(values))
-
-
-def paired_test(control: dict[int, float], method: dict[int, float]) -> dict:
-    """Wilcoxon signed-rank (two-sided, zero differences split) and a sign test over the seeds both have."""
-    from scipy.stats import binomtest, wilcoxon
-
-    seeds = sorted(s for s in control if s in method and not math.isnan(control[s]) and not math.isnan(method[s]))
-    diffs = [method[s] - control[s] for s in seeds]
-    better, worse = sum(d > 0 for d in diffs), sum(d < 0 for d in diffs)
-    out = {"n": len(seeds), "higher": better, "lower": worse, "ties": len(seeds) - better - worse}
-    if len(seeds) < 2 or better + worse == 0:
-        out.update(wilcoxon_p=1.0 if seeds else math.nan, sign_p=1.0 if seeds else math.nan)
-        return out
-    out["wilcoxon_p"] = float(wilcoxon(diffs, zero_method="zsplit", alternative="two-sided").pvalue)
-    out["sign_p"] = float(binomtest(better, better + worse, 0.5).pvalue)
-    return out
 
 
 def final_value(run: dict, key: str) -> float:

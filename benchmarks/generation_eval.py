@@ -17,7 +17,7 @@ Models are given as `label=path` pairs; several paths under one label (seeds) ar
 deviation over paths). Writes one JSON per model (reused on the next call unless the settings changed), a summary
 JSON, a Markdown table (also printed), and a plot of diversity against quality per label.
 
-    python recipes/generation_eval.py --models baseline=out/b_s0,baseline=out/b_s1,atom=out/a_s0,atom=out/a_s1 \\
+    python benchmarks/generation_eval.py --models baseline=out/b_s0,baseline=out/b_s1,atom=out/a_s0,atom=out/a_s1 \\
         --base_model HuggingFaceTB/SmolLM2-135M --prompt_file ../shared/data/poem_sentiment/test.tsv \\
         --output_dir out/generation --plot docs/images/lm_diversity_quality.png
 """
@@ -28,6 +28,7 @@ import json
 import logging
 import math
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -35,12 +36,16 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import parse_arguments
-from causal_lm import TEXT_COLUMNS, read_local_file
+from _stats import mean_std
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
 from hf_atom.metrics import distinct_n, self_bleu, word_tokenize
+
+# The recipes' shared helpers (argument parsing, local text files): a script folder, not a package.
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
+from _common import parse_arguments  # noqa: E402
+from causal_lm import TEXT_COLUMNS, read_local_file  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +333,8 @@ METRICS = (
 
 
 def summarize(per_model: list[tuple[str, dict]]) -> dict[str, dict[str, dict[str, dict[str, float]]]]:
-    """label -> temperature -> metric -> {mean, std (over models of the label, ddof=1; 0 for one), n}."""
+    """label -> temperature -> metric -> {mean, std, n} over the models of the label (`_stats.mean_std`: ddof = 1,
+    0 for one model; non-finite values left out)."""
     grouped: dict[str, list[dict]] = {}
     for label, result in per_model:
         grouped.setdefault(label, []).append(result)
@@ -338,12 +344,8 @@ def summarize(per_model: list[tuple[str, dict]]) -> dict[str, dict[str, dict[str
         for temperature in results[0]["temperatures"]:
             summary[label][temperature] = {}
             for metric in METRICS:
-                values = np.array([r["temperatures"][temperature][metric] for r in results], dtype=float)
-                summary[label][temperature][metric] = {
-                    "mean": float(values.mean()),
-                    "std": float(values.std(ddof=1)) if len(values) > 1 else 0.0,
-                    "n": len(values),
-                }
+                values = mean_std(r["temperatures"][temperature][metric] for r in results)
+                summary[label][temperature][metric] = values._asdict()
     return summary
 
 

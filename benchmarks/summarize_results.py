@@ -9,21 +9,21 @@ and prints one Markdown table per task: variant, number of seeds, mean ± sample
 (test accuracy and test macro F1 when the run has a test split, validation MCC when it does not, e.g. CoLA),
 mean training runtime, and the per-seed values.
 
-    python recipes/summarize_results.py                      # ROOT = outputs/results
-    python recipes/summarize_results.py --root other/results --variants baseline,atom
+    python benchmarks/summarize_results.py                      # ROOT = outputs/results
+    python benchmarks/summarize_results.py --root other/results --variants baseline,atom
 
-Standard library only.
+Standard library only (the statistics: `benchmarks/_stats.py`).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import re
-import statistics
 from typing import Any
+
+from _stats import mean_std
 
 # Variants listed first, in this order; any other variant follows alphabetically.
 PREFERRED_ORDER = ("baseline", "atom")
@@ -68,13 +68,12 @@ def get(results: dict[str, Any], split: str | None, key: str) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def mean_std(values: list[float]) -> str:
+def mean_std_cell(values: list[float]) -> str:
     """``mean ± sample std`` (std shown as n/a for a single value)."""
-    if not values:
+    mean, std, n = mean_std(values)
+    if n == 0:
         return "n/a"
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else math.nan
-    return f"{mean:.4f} ± {std:.4f}" if not math.isnan(std) else f"{mean:.4f} ± n/a"
+    return f"{mean:.4f} ± {std:.4f}" if n > 1 else f"{mean:.4f} ± n/a"
 
 
 def order_variants(variants: list[str]) -> list[str]:
@@ -94,9 +93,9 @@ def task_table(task: str, by_variant: dict[str, dict[int, dict[str, Any]]], vari
         seeds = by_variant[variant]
         row = [variant, str(len(seeds))]
         for _, split, key in columns:
-            row.append(mean_std([v for r in seeds.values() if (v := get(r, split, key)) is not None]))
+            row.append(mean_std_cell([v for r in seeds.values() if (v := get(r, split, key)) is not None]))
         runtimes = [v for r in seeds.values() if (v := get(r, None, "train_runtime_s")) is not None]
-        row.append(f"{statistics.fmean(runtimes):.0f}" if runtimes else "n/a")
+        row.append(f"{mean_std(runtimes).mean:.0f}" if runtimes else "n/a")
         _, split, key = columns[0]
         per_seed = []
         for seed in sorted(seeds):

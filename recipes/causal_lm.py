@@ -18,7 +18,7 @@ Models: any `AutoModelForCausalLM` (GPT-2, Llama / SmolLM2, ...); a tokenizer wi
 
 `results.json` holds the validation and test loss (the task loss alone, comparable between baseline and atom),
 perplexity = exp(loss) as run_clm reports it (with per-line examples this is the exponential of a mean over batches
-of per-batch token means; `recipes/generation_eval.py` reports the exact token-pooled perplexity), and the atom
+of per-batch token means; `benchmarks/generation_eval.py` reports the exact token-pooled perplexity), and the atom
 statistics. The model is saved with its tokenizer, atom heads and model card.
 """
 

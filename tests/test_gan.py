@@ -312,21 +312,23 @@ def test_atom_run_differs_from_gan_run_only_through_the_atom_term(tmp_path):
     assert not all(torch.equal(control[k], atom[k]) for k in control)
 
 
-def test_summarizer_mean_and_sample_std():
-    import statistics
+def _summarizer():
+    sys.path.insert(0, os.path.join(os.path.dirname(RECIPES), "benchmarks"))
+    import gan_summarize
 
-    from _gan_summarize import fmt, mean_std
+    return gan_summarize
 
-    values = [21.0, 25.0, 19.0, 22.0]
-    mean, std, n = mean_std(values)
-    assert (mean, n) == (statistics.mean(values), 4) and std == pytest.approx(statistics.stdev(values))
-    assert mean_std([3.0]) == (3.0, 0.0, 1)
+
+def test_summarizer_cells_count_undefined_runs():
+    fmt = _summarizer().fmt  # mean ± std from benchmarks/_stats.py (tests/test_stats.py)
+    assert fmt([21.0, 25.0, 19.0, 22.0], digits=1) == "21.8 ± 2.5"
     assert fmt([0.5, float("nan")]) == "0.50 ± 0.00 (1 undefined)"  # a run without high-quality points
+    assert fmt([0.1, 0.3], scale=100, digits=1) == "20.0 ± 14.1"
+    assert fmt([float("nan")]) == "n/a"
 
 
 def test_summarizer_replaces_only_the_marked_blocks(tmp_path):
-    from _gan_summarize import update_doc
-
+    update_doc = _summarizer().update_doc
     doc = tmp_path / "doc.md"
     doc.write_text("intro\n<!-- BEGIN a -->\nold\n<!-- END a -->\nkept\n<!-- BEGIN b -->\n<!-- END b -->\n")
     update_doc(str(doc), {"a": "| new |", "c": "ignored"})

@@ -1,11 +1,11 @@
-"""recipes/summarize_results.py turns results.json files into mean ± std tables."""
+"""benchmarks/summarize_results.py turns results.json files into mean ± std tables."""
 
 import json
 import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "recipes"))
+sys.path.insert(0, str(REPO / "benchmarks"))
 
 import summarize_results  # noqa: E402
 
