@@ -21,7 +21,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -142,7 +144,7 @@ class AtomObjective(nn.Module):
 
     def __init__(self, config: AtomConfig | None = None):
         super().__init__()
-        self.config = config if config is not None else AtomConfig()
+        self.config = _checked_config(config)
         self.loss_fn = AtomLoss.from_config(self.config)
 
     def extra_repr(self) -> str:
@@ -175,6 +177,11 @@ class AtomObjective(nn.Module):
         config = self.config
         if mask is None:
             mask = torch.ones(q.shape, dtype=torch.bool, device=q.device)
+        elif mask.is_floating_point() or mask.is_complex():
+            raise ValueError(
+                f"`mask` must be boolean (or integer 0/1 like an attention_mask), got dtype {mask.dtype}: a fractional "
+                "mask has no meaning here. Pass `mask.bool()` or `mask > 0.5`."
+            )
         mask = mask.bool()
         summaries = (
             self.loss_fn.summaries(q, p, mask)
@@ -191,7 +198,7 @@ class AtomObjective(nn.Module):
             energy = energy + config.charge_weight * charge
         else:
             charge = torch.zeros((), dtype=parts.loss.dtype, device=q.device)
-        weight = config.weight if weight is None else float(weight)
+        weight = config.weight if weight is None else _checked_weight(weight)
         return AtomRegularizerOutput(
             objective=weight * energy,
             loss=parts.loss,
@@ -203,6 +210,26 @@ class AtomObjective(nn.Module):
             mask=mask,
             stats_threshold=config.stats_threshold,
         )
+
+
+def _checked_config(config: AtomConfig | None) -> AtomConfig:
+    if config is None:
+        return AtomConfig()
+    if not isinstance(config, AtomConfig):
+        raise ValueError(
+            f"`config` must be an hf_atom.AtomConfig, got {type(config).__name__} {config!r}. Build one: "
+            "`AtomConfig(weight=0.1)`, or `AtomConfig.from_dict(values)` for a dict."
+        )
+    return config
+
+
+def _checked_weight(weight: Any) -> float:
+    """lambda for one call: a finite number >= 0, as `AtomConfig.weight` (an error, never a NaN objective)."""
+    if isinstance(weight, torch.Tensor) and weight.numel() == 1 and not weight.requires_grad:
+        weight = weight.item()
+    if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not math.isfinite(weight) or weight < 0:
+        raise ValueError(f"`weight` (lambda) must be a finite number >= 0, got {type(weight).__name__} {weight!r}.")
+    return float(weight)
 
 
 class AtomRegularizer(nn.Module):
@@ -220,7 +247,7 @@ class AtomRegularizer(nn.Module):
 
     def __init__(self, hidden_size: int, config: AtomConfig | None = None):
         super().__init__()
-        config = config if config is not None else AtomConfig()
+        config = _checked_config(config)
         if isinstance(hidden_size, bool) or not isinstance(hidden_size, int) or hidden_size < 1:
             raise ValueError(f"`hidden_size` must be a positive integer (the width of a token), got {hidden_size!r}.")
         if config.input_dim is not None and config.input_dim != hidden_size:
@@ -252,5 +279,9 @@ class AtomRegularizer(nn.Module):
                 f"`tokens` have {tokens.shape[-1]} features each but this regularizer was built for "
                 f"hidden_size={self.head.input_dim}."
             )
+        if isinstance(mask, torch.Tensor) and mask.shape == tokens.shape[:2] and not mask.is_floating_point():
+            # selected away before the head, so a masked token's NaN reaches neither the objective nor a gradient
+            keep = (mask != 0)[..., None]
+            tokens = torch.where(keep, tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         q, p = self.head(tokens)
         return self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather_across_processes)

@@ -77,3 +77,30 @@ def test_gradient_reaches_the_generators_first_layer():
     first = generator[0].weight.grad
     assert first is not None and first.abs().sum() > 0
     assert reg.head.importance.weight.grad.abs().sum() > 0 and reg.head.position.weight.grad.abs().sum() > 0
+
+
+def test_bad_regularizer_inputs_are_named():
+    reg = AtomRegularizer(8)
+    tokens = torch.randn(4, 3, 8)
+    for weight in (-1, float("nan"), float("inf"), "abc", True):
+        with pytest.raises(ValueError, match="`weight` \\(lambda\\) must be a finite number >= 0"):
+            reg(tokens, weight=weight)
+    with pytest.raises(ValueError, match="`mask` must be boolean.*mask.bool\\(\\)"):
+        reg(tokens, mask=torch.full((4, 3), 0.5))
+    with pytest.raises(ValueError, match="`config` must be an hf_atom.AtomConfig, got dict.*from_dict"):
+        AtomRegularizer(8, config={"weight": 0.1})
+    with pytest.raises(ValueError, match="`q` has NaN or infinite values"):
+        reg(tokens.index_fill(0, torch.tensor([1]), float("inf")))
+
+
+def test_a_nan_at_a_masked_token_never_matters():
+    reg = AtomRegularizer(8, AtomConfig(charge_weight=1.0))
+    tokens = torch.randn(4, 3, 8, requires_grad=True)
+    mask = torch.ones(4, 3, dtype=torch.bool)
+    mask[0, 0] = mask[2, 1] = False
+    poisoned = torch.where(mask[..., None], tokens, torch.tensor(float("nan")))
+    out = reg(poisoned, mask=mask)
+    assert torch.equal(out.objective, reg(tokens, mask=mask).objective) and torch.isfinite(out.objective)
+    out.objective.backward()
+    assert torch.isfinite(tokens.grad).all() and tokens.grad[0, 0].abs().sum() == 0
+    assert all(torch.isfinite(parameter.grad).all() for parameter in reg.parameters())
