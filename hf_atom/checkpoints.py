@@ -20,6 +20,7 @@ models.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -36,7 +37,9 @@ from .saved_files import (
 __all__ = [
     "check_saved_model",
     "checkpoint_problems",
+    "final_train_metrics",
     "is_complete_checkpoint",
+    "is_finished_run",
     "list_checkpoints",
     "newest_complete_checkpoint",
     "resolve_resume_checkpoint",
@@ -202,3 +205,29 @@ def resolve_resume_checkpoint(
             "checkpoint, or resume_from_checkpoint=True to pick the newest complete one in --output_dir."
         )
     return path
+
+
+def is_finished_run(checkpoint: PathLike, max_steps: int, num_train_epochs: float) -> bool:
+    """Whether `checkpoint` is the last step of a run with this budget (`max_steps`, or epochs when it is <= 0)."""
+    with open(os.path.join(checkpoint, TRAINER_STATE_NAME), encoding="utf-8") as handle:
+        state = json.load(handle)
+    saved_steps = state.get("max_steps") or 0
+    same_budget = max_steps == saved_steps if max_steps > 0 else num_train_epochs == state.get("num_train_epochs")
+    return same_budget and 0 < saved_steps <= state.get("global_step", 0)
+
+
+def final_train_metrics(log_history: list[dict], global_step: int, output_dir: PathLike) -> dict[str, float]:
+    """A finished run's `train_*` metrics (the entry Trainer logs at the end), from a checkpoint's log or from the
+    state `save_state()` wrote in `output_dir` at the same step; empty where neither has them."""
+    histories = [log_history]
+    final_state = os.path.join(output_dir, TRAINER_STATE_NAME)
+    if os.path.isfile(final_state) and json_problem(final_state, "global_step") is None:
+        with open(final_state, encoding="utf-8") as handle:
+            saved = json.load(handle)
+        if saved["global_step"] == global_step:
+            histories.append(saved.get("log_history", []))
+    for history in histories:
+        entry = next((entry for entry in reversed(history) if "train_runtime" in entry), None)
+        if entry is not None:
+            return {key: value for key, value in entry.items() if key != "step"}
+    return {}

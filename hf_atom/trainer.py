@@ -29,15 +29,17 @@ from __future__ import annotations
 
 import functools
 import inspect
+import os
 from typing import Any
 
 import torch
 from torch import nn
-from transformers import Trainer
+from transformers import Trainer, TrainerState
+from transformers.trainer_utils import TrainOutput
 from transformers.utils import logging
 
 from .atom_logging import AtomMetricsBuffer
-from .checkpoints import resolve_resume_checkpoint
+from .checkpoints import TRAINER_STATE_NAME, final_train_metrics, is_finished_run, resolve_resume_checkpoint
 from .configuration import HEAD, AtomConfig
 from .forward_capture import capture_atom_forwards, check_compute_loss_order
 from .model_card import add_atom_section
@@ -260,6 +262,10 @@ class AtomTrainerMixin:
         A run killed while saving leaves its newest `checkpoint-N` incomplete (e.g. without `trainer_state.json`), on
         which `Trainer` crashes. Here such folders are skipped with a warning naming them and what they lack; a
         checkpoint path that is incomplete raises a `ValueError` saying so. See `hf_atom.checkpoints`.
+
+        Resuming the last checkpoint of a finished run (what a job scheduler does when it launches a finished job
+        again) loads its weights and returns its state without training: `Trainer` would train one step past
+        `max_steps` on every launch. Raise `max_steps` (or `num_train_epochs`) to train on.
         """
         if resume_from_checkpoint is not None and resume_from_checkpoint is not False:
             resume_from_checkpoint = resolve_resume_checkpoint(
@@ -269,7 +275,20 @@ class AtomTrainerMixin:
                 world_size=self.args.world_size,
                 logger=logger,
             )
+            if is_finished_run(resume_from_checkpoint, self.args.max_steps, self.args.num_train_epochs):
+                return self._return_finished_run(resume_from_checkpoint)
         return super().train(resume_from_checkpoint, *args, **kwargs)
+
+    def _return_finished_run(self, checkpoint: str) -> TrainOutput:
+        state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
+        logger.warning(
+            f"{checkpoint} ends a finished run (step {state.global_step} of {state.max_steps}): nothing to train. Its "
+            "weights are loaded and its state returned; raise --max_steps (or --num_train_epochs) to train further."
+        )
+        self._load_from_checkpoint(checkpoint)
+        self.state = state
+        metrics = final_train_metrics(state.log_history, state.global_step, self.args.output_dir)
+        return TrainOutput(state.global_step, metrics.get("train_loss", float("nan")), metrics)
 
     # -- logging, evaluation, saving ------------------------------------------------------------------------
 

@@ -274,3 +274,24 @@ def test_sigkill_while_checkpointing_then_resume_finishes_with_the_same_paramete
         for name, param in reference.items():
             assert torch.equal(param, final[name]), (trial, name)
     print(f"torn newest checkpoints after kills: {torn_seen} of 4")
+
+
+def test_a_finished_run_launched_again_with_resume_trains_nothing(full_run, tmp_path, caplog):
+    folder, expected = full_run
+    run = tmp_path / "run"
+    shutil.copytree(folder / "checkpoint-6", run / "checkpoint-6")
+    torch.manual_seed(1)  # a fresh model, as in a new process: the checkpoint's weights must come back
+    model = bert()
+    args = train_checkpointing.training_arguments(str(run), max_steps=6)
+    trainer = hf_atom.AtomTrainer(model=model, args=args, train_dataset=train_checkpointing.text_dataset(32))
+    with caplog.at_level(logging.WARNING, logger="hf_atom"):
+        output = trainer.train(resume_from_checkpoint=True)
+    assert "ends a finished run (step 6 of 6): nothing to train" in caplog.text
+    assert output.global_step == 6 and trainer.state.global_step == 6
+    for name, param in model.named_parameters():
+        assert torch.equal(param, expected[name]), name
+    assert sorted(os.listdir(run)) == ["checkpoint-6"]  # no checkpoint-7
+    # a larger budget trains on from there
+    args = train_checkpointing.training_arguments(str(run), max_steps=7)
+    trainer = hf_atom.AtomTrainer(model=model, args=args, train_dataset=train_checkpointing.text_dataset(32))
+    assert trainer.train(resume_from_checkpoint=True).global_step == 7
