@@ -126,7 +126,7 @@ def _check_local_model(path, config, kwargs: dict[str, Any], atom_config_given: 
         expected = {f"atom_head.{name}": tuple(t.shape) for name, t in head.state_dict().items()}
         head_class = type(head)
     source = "The `atom_config` passed to from_pretrained" if atom_config_given else "config.json's `atom_config`"
-    check_saved_model(folder, expected, settings=source, head_class=head_class)
+    check_saved_model(folder, expected, settings=source, head_class=head_class, heads_required=not atom_config_given)
 
 
 class AutoAtomModelForSequenceClassification(AutoAtomModel):

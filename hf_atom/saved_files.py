@@ -157,6 +157,7 @@ def check_saved_model(
     *,
     settings: str = "",
     head_class: type | None = None,
+    heads_required: bool = True,
 ) -> None:
     """Checks a saved model folder before loading it, so that a broken save fails with a message, not a traceback.
 
@@ -164,7 +165,9 @@ def check_saved_model(
         `OSError`: a weight file is cut short or unreadable (named, with its size).
         `ValueError`: the saved atom-head weights have other shapes than `expected_head_shapes` (the shapes the atom
             settings `settings` describe), i.e. the settings and the weights disagree. `head_class` (a
-            `BaseAtomHead`) reads the settings the saved shapes were built with, for the message.
+            `BaseAtomHead`) reads the settings the saved shapes were built with, for the message. Or some head
+            tensors are missing (all of them, when `heads_required`: the folder's own config declares heads), which
+            would load as random heads.
     """
     folder = os.fspath(folder)
     problems = weights_problems(folder)
@@ -176,6 +179,14 @@ def check_saved_model(
     if not expected_head_shapes:
         return
     saved, source = _saved_shapes(folder, list(expected_head_shapes))
+    missing = [name for name in expected_head_shapes if name not in saved]
+    if source and missing and (saved or heads_required):  # source: safetensors headers were read
+        raise ValueError(
+            f"The atom heads in {folder} are incomplete: {source} has no {', '.join(missing)}, although "
+            f"{settings or 'the atom settings'} declare them. Loading would give these heads random weights (and "
+            "random token importance). Save the atom model again, or load the plain model with its `AutoModelFor*` "
+            "class and attach fresh heads with `hf_atom.with_atom(model)`."
+        )
     wrong = {
         name: (saved[name], shape) for name, shape in expected_head_shapes.items() if saved.get(name, shape) != shape
     }

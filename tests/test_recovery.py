@@ -197,6 +197,22 @@ def test_position_dim_that_disagrees_with_the_head_weights_is_named(saved_model)
     assert hf_atom.AutoAtomModel.from_pretrained(saved_model).atom_head.position.out_features == 8
 
 
+@pytest.mark.parametrize("dropped", [["atom_head.position.weight"], None], ids=["some", "all"])
+def test_missing_head_tensors_are_refused_not_replaced_by_random_heads(saved_model, dropped):
+    weights = load_file(saved_model / "model.safetensors")
+    dropped = dropped or [name for name in weights if name.startswith("atom_head.")]
+    save_file({k: v for k, v in weights.items() if k not in dropped}, saved_model / "model.safetensors")
+    with pytest.raises(ValueError, match="atom heads in .* are incomplete: model.safetensors has no") as info:
+        hf_atom.AutoAtomModel.from_pretrained(saved_model)
+    assert all(name in str(info.value) for name in dropped) and "hf_atom.with_atom" in str(info.value)
+
+
+def test_a_plain_checkpoint_with_atom_settings_passed_gets_fresh_heads(tmp_path):
+    bert().save_pretrained(tmp_path)
+    model = hf_atom.AutoAtomModel.from_pretrained(tmp_path, atom_config=hf_atom.AtomConfig(input_dim=16))
+    assert model.atom_head.input_dim == 16
+
+
 # -- SIGKILL while checkpointing ----------------------------------------------------------------------------------
 
 
