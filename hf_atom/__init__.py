@@ -37,6 +37,7 @@ _import_structure: dict[str, list[str]] = {
     "importance": ["TokenImportance"],
     "loss": ["AtomLoss", "AtomLossOutput", "AtomSummaries", "atom_loss", "atom_summaries", "pair_energy_matrix"],
     "loss_contract": ["check_atom_inputs"],
+    "metrics": ["distinct_n", "mixture_mode_metrics", "self_bleu", "stacked_mnist_mode_metrics"],
     "modeling": ["ATOM_OUTPUT_KEYS", "AtomMixin", "atom_class_for", "with_atom"],
     "peft_utils": ["get_peft_model"],
     "regularizer": ["AtomObjective", "AtomRegularizer", "AtomRegularizerOutput"],
@@ -71,6 +72,7 @@ if TYPE_CHECKING:  # static tools (IDEs, type checkers) see ordinary imports
     from .importance import TokenImportance
     from .loss import AtomLoss, AtomLossOutput, AtomSummaries, atom_loss, atom_summaries, pair_energy_matrix
     from .loss_contract import check_atom_inputs
+    from .metrics import distinct_n, mixture_mode_metrics, self_bleu, stacked_mnist_mode_metrics
     from .modeling import ATOM_OUTPUT_KEYS, AtomMixin, atom_class_for, with_atom
     from .peft_utils import get_peft_model
     from .regularizer import AtomObjective, AtomRegularizer, AtomRegularizerOutput
