@@ -52,6 +52,7 @@ def _device(name: str):
 
 def _explain(args: argparse.Namespace) -> int:
     from .explain import Explainer, check_output_folder
+    from .explain_inputs import check_output_folder_free
 
     # everything that needs no model is checked before the (slow) model load
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -66,10 +67,13 @@ def _explain(args: argparse.Namespace) -> int:
         [i for i in existing if os.path.isfile(i)],
         args.allow_output_in_input,
     )
+    check_output_folder_free(args.out, args.overwrite, existing)
     device = _device(args.device)
     explainer = Explainer.from_pretrained(args.model_dir, batch_size=args.batch_size)
     explainer.model.to(device)
-    explanations = explainer.export(args.inputs, args.out, allow_output_in_input=args.allow_output_in_input)
+    explanations = explainer.export(
+        args.inputs, args.out, allow_output_in_input=args.allow_output_in_input, overwrite=args.overwrite
+    )
     for explanation in explanations:
         label = f" -> {explanation.prediction}" if explanation.prediction else ""
         source = explanation.source if explanation.kind == "image" else explanation.source[:60]
@@ -91,6 +95,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow_output_in_input",
         action="store_true",
         help="Allow --out to be an input folder or to contain an input (input files are never overwritten).",
+    )
+    explain.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Write into an --out folder that already holds files (files of the same name are replaced).",
     )
     explain.set_defaults(handler=_explain)
     return parser

@@ -20,9 +20,18 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
-from .explain_inputs import IMAGE_EXTENSIONS, check_output_folder, image_sources, load_atom_model, read_image
+from .explain_inputs import (
+    IMAGE_EXTENSIONS,
+    check_output_folder,
+    check_output_folder_free,
+    check_tokenizer_files,
+    image_sources,
+    load_atom_model,
+    read_image,
+)
 from .explain_pages import page, write_index
 from .importance import TokenImportance
+from .output_files import OutputFolderLock, atomic_write_text, check_inside
 from .visualize import render_image_importance, render_text_importance, text_importance_html
 
 logger = logging.get_logger(__name__)
@@ -98,6 +107,8 @@ class Explainer:
 
         model = load_atom_model(model_dir)
         loader = AutoImageProcessor if model.main_input_name == "pixel_values" else AutoTokenizer
+        if loader is AutoTokenizer:
+            check_tokenizer_files(os.fspath(model_dir))
         try:
             processor = loader.from_pretrained(model_dir)
         except (OSError, ValueError) as error:
@@ -166,6 +177,7 @@ class Explainer:
                 explanation = Explanation("image", name, labels[offset] if labels else None, grid)
                 if out_dir is not None:
                     path = os.path.join(out_dir, out_names[start + offset])
+                    check_inside(path, out_dir)  # before makedirs: not even a folder is made through a link
                     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
                     title = (
                         f"{Path(name).name}: predicted {explanation.prediction}" if explanation.prediction else None
@@ -177,6 +189,14 @@ class Explainer:
 
     # -- text ------------------------------------------------------------------------------------------------
 
+    def _max_text_length(self) -> int | None:
+        """Truncation length: the tokenizer's `model_max_length`, capped at the model's positions (a tokenizer
+        without a real `model_max_length` reports about 1e30, and a long text would overflow the positions)."""
+        lengths = [getattr(self.processor, "model_max_length", None)]
+        lengths += [getattr(self.model.config, key, None) for key in ("max_position_embeddings", "n_positions")]
+        lengths = [n for n in lengths if isinstance(n, int) and 0 < n < 1_000_000_000]
+        return min(lengths) if lengths else None
+
     def explain_texts(self, texts: Sequence[str], out_dir: str | None = None) -> list[Explanation]:
         """Coloured tokens for texts (an HTML fragment and a PNG each when `out_dir` is set)."""
         results = []
@@ -186,6 +206,7 @@ class Explainer:
                 batch,
                 padding=True,
                 truncation=True,
+                max_length=self._max_text_length(),
                 return_tensors="pt",
                 return_offsets_mapping=bool(getattr(self.processor, "is_fast", False)),
             )
@@ -200,8 +221,7 @@ class Explainer:
                 if out_dir is not None:
                     title = f"predicted {explanation.prediction}" if explanation.prediction else None
                     html_path = os.path.join(out_dir, f"text_{index:04d}.html")
-                    with open(html_path, "w", encoding="utf-8") as handle:
-                        handle.write(page(text_importance_html(pieces, title)))
+                    atomic_write_text(html_path, page(text_importance_html(pieces, title)))
                     png_path = render_text_importance(
                         pieces, os.path.join(out_dir, f"text_{index:04d}.png"), title=title
                     )
@@ -211,7 +231,9 @@ class Explainer:
 
     # -- batch export -------------------------------------------------------------------------------------------
 
-    def export(self, inputs: Iterable[str], out_dir: str, *, allow_output_in_input: bool = False) -> list[Explanation]:
+    def export(
+        self, inputs: Iterable[str], out_dir: str, *, allow_output_in_input: bool = False, overwrite: bool = False
+    ) -> list[Explanation]:
         """Explains every input and writes pictures plus an `index.html` into `out_dir`.
 
         Inputs: image files, folders (searched recursively for images), `.txt` files (one text per line, for text
@@ -225,6 +247,12 @@ class Explainer:
         - One output per input, never shared: an image's picture keeps its path relative to the deepest folder
           common to all inputs, with `.png` appended (`x/a.png` and `y/a.png` give `x/a.png.png` and `y/a.png.png`);
           the same file given twice is explained once.
+        - Nothing already in `out_dir` is replaced unless `overwrite=True`: a folder that is not empty is refused
+          (another run's pictures would be replaced). One run at a time writes into a folder (a lock file); every
+          file appears whole (written under a temporary name, then renamed), and a link planted in `out_dir` is
+          replaced, never followed: what it points at is never written.
+        - Images larger than `MAX_IMAGE_SIDE` pixels on a side are reduced when read, one at a time, so memory stays
+          bounded whatever the input (the processor resizes them to the model's size anyway).
         - A file with an image extension that is not a readable image is skipped with a warning when found in a
           folder, and stops the export with an error naming it when named directly (checked before anything is
           written, except for damage that shows only when the whole picture is decoded).
@@ -242,28 +270,49 @@ class Explainer:
             )
         if self.kind == "image":
             sources = image_sources(inputs, out_dir, allow_output_in_input)
+            check_output_folder_free(out_dir, overwrite, [source.path for source in sources])
             os.makedirs(out_dir, exist_ok=True)
-            explanations, skipped = [], []
-            for start in range(0, len(sources), self.batch_size):
-                images, names, out_names = [], [], []
-                for source in sources[start : start + self.batch_size]:
-                    try:
-                        images.append(read_image(source.path))
-                    except ValueError as error:
-                        if source.named:
-                            raise
-                        logger.warning(f"Skipping {source.path}: {error}")
-                        skipped.append((str(source.path), str(error)))
-                        continue
-                    names.append(str(source.path))
-                    out_names.append(source.out_name)
-                if images:
-                    explanations += self.explain_images(images, names, out_dir, out_names=out_names)
-            if not explanations:
-                raise ValueError(f"None of the {len(sources)} image files in {inputs} could be read as an image.")
-            write_index(explanations, out_dir, skipped=skipped)
-            return explanations
-        texts, txt_files = [], []
+            with OutputFolderLock(out_dir):
+                return self._export_images(inputs, sources, out_dir)
+        texts = self._read_texts(inputs)
+        check_output_folder(out_dir, [], [item for item in inputs if item.endswith(".txt")], allow_output_in_input)
+        if not texts:
+            raise ValueError(f"No texts in {inputs}: the .txt files hold only empty lines.")
+        check_output_folder_free(out_dir, overwrite, [item for item in inputs if os.path.isfile(item)])
+        os.makedirs(out_dir, exist_ok=True)
+        with OutputFolderLock(out_dir):
+            explanations = self.explain_texts(texts, out_dir)
+            write_index(explanations, out_dir)
+        return explanations
+
+    def _export_images(self, inputs: list[str], sources: list, out_dir: str) -> list[Explanation]:
+        """Explains the image sources batch by batch (each image read, and reduced, one at a time) and writes the
+        index; a named file that is not an image stops the run, one found in a folder is skipped."""
+        explanations, skipped = [], []
+        for start in range(0, len(sources), self.batch_size):
+            images, names, out_names = [], [], []
+            for source in sources[start : start + self.batch_size]:
+                try:
+                    images.append(read_image(source.path))
+                except ValueError as error:
+                    if source.named:
+                        raise
+                    logger.warning(f"Skipping {source.path}: {error}")
+                    skipped.append((str(source.path), str(error)))
+                    continue
+                names.append(str(source.path))
+                out_names.append(source.out_name)
+            if images:
+                explanations += self.explain_images(images, names, out_dir, out_names=out_names)
+        if not explanations:
+            raise ValueError(f"None of the {len(sources)} image files in {inputs} could be read as an image.")
+        write_index(explanations, out_dir, skipped=skipped)
+        return explanations
+
+    @staticmethod
+    def _read_texts(inputs: list[str]) -> list[str]:
+        """The texts of literal inputs and of `.txt` files (one text per non-empty line)."""
+        texts = []
         for item in inputs:
             if item.endswith(".txt") or os.path.isdir(item):
                 if not os.path.isfile(item):
@@ -272,7 +321,6 @@ class Explainer:
                         f"{item!r} is {kind}: a text model takes .txt files (one text per line) or texts. To explain "
                         "this string as a text, add a space or drop the .txt ending."
                     )
-                txt_files.append(item)
                 try:
                     with open(item, encoding="utf-8") as handle:
                         texts += [line.rstrip("\n") for line in handle if line.strip()]
@@ -280,10 +328,4 @@ class Explainer:
                     raise ValueError(f"{item!r} is not UTF-8 text ({error.reason} at byte {error.start}).") from None
             else:
                 texts.append(item)
-        check_output_folder(out_dir, [], txt_files, allow_output_in_input)
-        if not texts:
-            raise ValueError(f"No texts in {inputs}: the .txt files hold only empty lines.")
-        os.makedirs(out_dir, exist_ok=True)
-        explanations = self.explain_texts(texts, out_dir)
-        write_index(explanations, out_dir)
-        return explanations
+        return texts

@@ -8,12 +8,37 @@ from __future__ import annotations
 
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["IMAGE_EXTENSIONS", "ImageSource", "check_output_folder", "image_sources", "load_atom_model", "read_image"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "MAX_IMAGE_SIDE",
+    "TOKENIZER_FILES",
+    "ImageSource",
+    "check_output_folder",
+    "check_output_folder_free",
+    "check_tokenizer_files",
+    "image_sources",
+    "load_atom_model",
+    "read_image",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+# Larger images are reduced when read: the processor resizes to the model's few hundred pixels anyway, and a
+# 12000 x 12000 image at full size costs gigabytes in the processor's float copy.
+MAX_IMAGE_SIDE = 2048
+# What a saved tokenizer leaves in its folder; one of them must be there (else transformers falls back silently).
+TOKENIZER_FILES = (
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.txt",
+    "vocab.json",
+    "spiece.model",
+    "tokenizer.model",
+    "sentencepiece.bpe.model",
+)
 
 
 @dataclass
@@ -42,6 +67,38 @@ def check_output_folder(out_dir: str, folders: list[str], files: list[str], allo
                 "among your inputs. Choose another output folder, or pass --allow_output_in_input "
                 "(`allow_output_in_input=True`) to write there anyway (input files are never overwritten)."
             )
+
+
+def check_output_folder_free(out_dir: str, overwrite: bool, inputs: Sequence[str | Path] = ()) -> None:
+    """Refuses an output folder that already holds files unless `overwrite` (another run's pictures and index
+    would be replaced); a folder another run is writing into is refused in any case. `inputs` in the folder (with
+    `allow_output_in_input`) do not count: they are never written."""
+    from .output_files import LOCK_NAME
+
+    if not os.path.isdir(out_dir):
+        return
+    entries = os.listdir(out_dir)
+    if LOCK_NAME in entries:
+        raise ValueError(
+            f"Another run is writing into the output folder (--out) {out_dir!r} (lock file {LOCK_NAME}). Wait for it "
+            "to finish, choose another folder, or delete the lock file if no run is active."
+        )
+    given = [Path(item).resolve() for item in inputs]
+    entries = [e for e in entries if not any(_inside(path, (Path(out_dir) / e).resolve()) for path in given)]
+    if entries and not overwrite:
+        raise ValueError(
+            f"The output folder (--out) {out_dir!r} is not empty ({len(entries)} entries, e.g. {sorted(entries)[0]!r}): "
+            "its files could be replaced. Choose a new folder, or pass --overwrite (`overwrite=True`) to write there."
+        )
+
+
+def check_tokenizer_files(model_dir: str) -> None:
+    """Refuses a local text-model folder without tokenizer files (transformers would tokenize every word to [UNK])."""
+    if os.path.isdir(model_dir) and not any(os.path.isfile(os.path.join(model_dir, f)) for f in TOKENIZER_FILES):
+        raise ValueError(
+            f"{model_dir} has no tokenizer (none of {', '.join(TOKENIZER_FILES)}); save it next to the model (the "
+            "recipes do), e.g. `tokenizer.save_pretrained(model_dir)`."
+        )
 
 
 def image_sources(inputs: list[str], out_dir: str, allow: bool) -> list[ImageSource]:
@@ -112,11 +169,15 @@ def _probe_image(path: Path) -> None:
 
 
 def read_image(path: Path):
-    """The image at `path` in RGB, fully decoded (so that a truncated file fails here, naming it)."""
+    """The image at `path` in RGB, fully decoded (so that a truncated file fails here, naming it), reduced to at
+    most `MAX_IMAGE_SIDE` pixels on a side."""
     from PIL import Image
 
     try:
         with Image.open(path) as image:
+            if max(image.size) > MAX_IMAGE_SIDE:
+                image.draft("RGB", (MAX_IMAGE_SIDE, MAX_IMAGE_SIDE))  # JPEG: decode at a reduced scale
+                image.thumbnail((MAX_IMAGE_SIDE, MAX_IMAGE_SIDE), reducing_gap=2.0)
             return image.convert("RGB")
     except _unreadable_image_errors() as error:
         raise ValueError(f"{str(path)!r} is not a readable image ({type(error).__name__}: {error}).") from None

@@ -10,6 +10,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from .output_files import atomic_write_text
+
 if TYPE_CHECKING:
     from .explain import Explanation
 
@@ -36,5 +38,5 @@ def write_index(explanations: list[Explanation], out_dir: str, *, skipped: Seque
         items.append(f"<figure>{image}<figcaption>{caption}{prediction}</figcaption></figure>")
     for source, reason in skipped:
         items.append(f"<p>skipped {html.escape(source)}: {html.escape(reason)}</p>")
-    with open(os.path.join(out_dir, "index.html"), "w", encoding="utf-8") as handle:
-        handle.write(page("<h2>Token importance (q: red +, blue -, white 0)</h2>" + "\n".join(items)))
+    body = "<h2>Token importance (q: red +, blue -, white 0)</h2>" + "\n".join(items)
+    atomic_write_text(os.path.join(out_dir, "index.html"), page(body))

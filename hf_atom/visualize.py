@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from .output_files import atomic_write
+
 __all__ = ["CMAP", "charge_colors", "render_image_importance", "render_text_importance", "text_importance_html"]
 
 CMAP = "RdBu_r"  # blue (-1) - white (0) - red (+1)
@@ -83,10 +85,9 @@ def render_image_importance(
     axes[1].set_title("importance q over patches")
     _legend(fig, axes[1], mappable)
     if title:
-        fig.suptitle(title)
+        fig.suptitle(title, parse_math=False)  # a file name or label is text, never mathtext
     fig.tight_layout()
-    fig.savefig(path)
-    return path
+    return atomic_write(path, fig.savefig)  # whole or absent, never through a link at `path`
 
 
 def _hex(color: np.ndarray) -> str:
@@ -137,7 +138,7 @@ def render_text_importance(
                 x, y = 10.0, y + line_height
             if not part:
                 continue
-            probe = fig.text(0, 0, part, fontsize=13, family="monospace")
+            probe = fig.text(0, 0, part, fontsize=13, family="monospace", parse_math=False)
             extent = probe.get_window_extent(renderer=renderer)
             probe.remove()
             if x + extent.width > fig_width_px - 10 and x > 10.0:
@@ -158,16 +159,24 @@ def render_text_importance(
             part,
             fontsize=13,
             family="monospace",
+            parse_math=False,
             bbox=box,
             va="top",
             ha="left",
         )
     if title:
-        fig.text(10 / fig_width_px, (height_px - 12) / height_px, title, fontsize=12, va="top", weight="bold")
+        fig.text(
+            10 / fig_width_px,
+            (height_px - 12) / height_px,
+            title,
+            fontsize=12,
+            va="top",
+            weight="bold",
+            parse_math=False,
+        )
     axis = fig.add_axes((0.25, 32 / height_px, 0.5, 12 / height_px))
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=CMAP)
     bar = fig.colorbar(mappable, cax=axis, orientation="horizontal", ticks=[-1, 0, 1])
     bar.ax.set_xticklabels(["-1", "0 (neutral)", "+1"])
     bar.ax.set_title("token importance q", fontsize=9)
-    fig.savefig(path)
-    return path
+    return atomic_write(path, fig.savefig)  # whole or absent, never through a link at `path`

@@ -160,8 +160,11 @@ def test_output_folder_inside_the_input_is_not_searched(image_model_dir, tmp_pat
     images = _pictures(tmp_path / "in")
     explainer = Explainer.from_pretrained(image_model_dir)
     out = images / "explained"
-    for _ in range(2):  # the second run must not explain the first run's pictures
-        explanations = explainer.export([str(images)], str(out))
+    explainer.export([str(images)], str(out))
+    with pytest.raises(ValueError, match="is not empty .* pass --overwrite"):  # the first run's pictures stay
+        explainer.export([str(images)], str(out))
+    for _ in range(2):  # a run with overwrite must not explain the earlier run's pictures
+        explanations = explainer.export([str(images)], str(out), overwrite=True)
         assert sorted(e.source.split("/")[-1] for e in explanations) == ["a.png", "b.jpg"]
     assert sorted(p.name for p in out.iterdir()) == ["a.png.png", "b.jpg.png", "index.html"]
 
@@ -241,3 +244,76 @@ def test_cli_bad_inputs_one_line_exit_2(image_model_dir, image_files, text_model
     assert not out.exists()
     assert cli(["explain", str(image_model_dir), str(image_files), "--out", str(out), "--batch_size", "1"]) == 0
     assert len(list(out.glob("*.png"))) == 2
+
+
+# -- nothing lost in the output folder (links, concurrent runs, odd names, large images) -------------------------
+
+
+def test_links_planted_in_the_output_folder_are_never_followed(image_model_dir, tmp_path):
+    images = _pictures(tmp_path / "in")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.txt").write_text("mine")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "index.html").symlink_to(images / "a.png")  # an input
+    (out / "a.png.png").symlink_to(outside / "keep.txt")  # a file outside
+    before = _snapshot(images), _snapshot(outside)
+    Explainer.from_pretrained(image_model_dir).export([str(images)], str(out), overwrite=True)
+    assert (_snapshot(images), _snapshot(outside)) == before
+    assert not (out / "index.html").is_symlink() and (out / "index.html").read_text().startswith("<!doctype html>")
+    assert not (out / "a.png.png").is_symlink() and (out / "a.png.png").read_bytes()[:4] == b"\x89PNG"
+    # a linked subfolder would lead the pictures outside: refused
+    nested = _pictures(tmp_path / "nested" / "x", names=("c.png",))
+    linked_out = tmp_path / "linked_out"
+    linked_out.mkdir()
+    (linked_out / "nested").symlink_to(outside, target_is_directory=True)  # where nested/x/c.png's picture goes
+    with pytest.raises(ValueError, match="outside the output folder"):
+        Explainer.from_pretrained(image_model_dir).export(
+            [str(nested / "c.png"), str(images / "a.png")], str(linked_out), overwrite=True
+        )
+    assert _snapshot(outside) == before[1] and sorted(p.name for p in outside.iterdir()) == ["keep.txt"]
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(image_model_dir, tmp_path):
+    images = _pictures(tmp_path / "in")
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".hf_atom-explain.lock").touch()  # what a running export holds
+    for overwrite in (False, True):
+        with pytest.raises(ValueError, match="Another run is writing into"):
+            Explainer.from_pretrained(image_model_dir).export([str(images)], str(out), overwrite=overwrite)
+    (out / ".hf_atom-explain.lock").unlink()
+    Explainer.from_pretrained(image_model_dir).export([str(images)], str(out))
+    assert not (out / ".hf_atom-explain.lock").exists()  # released at the end
+    assert sorted(p.name for p in out.iterdir()) == ["a.png.png", "b.jpg.png", "index.html"]
+
+
+def test_mathtext_in_names_and_texts_is_drawn_as_plain_text(image_model_dir, text_model_dir, tmp_path):
+    images = _pictures(tmp_path / "in", names=("$\\undefined$.png",))
+    out = Explainer.from_pretrained(image_model_dir).export([str(images)], str(tmp_path / "out"))
+    assert Path(out[0].files[0]).is_file()
+    texts = Explainer.from_pretrained(text_model_dir).export(["a $\\undefined$ poem"], str(tmp_path / "text"))
+    assert all(Path(f).is_file() for f in texts[0].files)
+
+
+def test_a_text_model_without_tokenizer_files_is_refused(tmp_path):
+    with_atom(bert()).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="has no tokenizer.*tokenizer.json.*save_pretrained"):
+        Explainer.from_pretrained(tmp_path)
+
+
+def test_a_long_text_is_cut_at_the_models_positions(text_model_dir, tmp_path):
+    explainer = Explainer.from_pretrained(text_model_dir)
+    explainer.processor.model_max_length = int(1e30)  # a tokenizer saved without a real limit
+    explanation = explainer.explain_texts([" ".join(["poem"] * 20000)])[0]
+    assert len(explanation.importance) == explainer.model.config.max_position_embeddings
+
+
+def test_large_images_are_reduced_when_read(tmp_path):
+    from hf_atom.explain_inputs import MAX_IMAGE_SIDE, read_image
+
+    path = tmp_path / "big.png"
+    Image.new("L", (3 * MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)).save(path)
+    image = read_image(path)
+    assert image.mode == "RGB" and image.size == (MAX_IMAGE_SIDE, round(MAX_IMAGE_SIDE / 3))
