@@ -4,7 +4,7 @@
     python benchmarks/input_pipeline.py --workers 0 1 2 4 8   # more workers where there are more cores
 
 Writes synthetic ImageNet-like JPEG files (about 500 x 375, quality 90, ~100 KB), then reads them through the image
-recipe's own training transform (`recipes/image_transforms.ImageTransform`: RGB conversion, random resized crop,
+recipe's own training transform (`recipes/_image_transforms.ImageTransform`: RGB conversion, random resized crop,
 flip, pixels) in a `torch.utils.data.DataLoader`, the way `set_transform` runs in the recipe (one call per batch), with
 both pixel paths: the model's image processor and `--image_pipeline fast`. Every process runs with one torch thread.
 Reports images/s per configuration, images/s per busy core, a per-image breakdown of the stages in one process, and a
@@ -99,7 +99,7 @@ def loader_rates(paths: list[str], transform, workers: int, batch_size: int) -> 
     """(images/s of wall time from the end of the first batch to the last, so worker start-up is excluded;
     images per CPU-second over the whole pass, workers included). The second does not depend on what else runs on
     the machine, the first does."""
-    from image_transforms import collate
+    from _image_transforms import collate
 
     loader = torch.utils.data.DataLoader(
         JpegFiles(paths, transform),
@@ -125,7 +125,7 @@ def stage_ms(paths: list[str], processor, fast, repeats: int = 3) -> dict[str, f
     """Per-image CPU milliseconds of each stage in one process (median over `repeats` passes)."""
     import random
 
-    from image_transforms import random_resized_crop
+    from _image_transforms import random_resized_crop
     from PIL import Image
 
     def decode():
@@ -194,7 +194,7 @@ def main(argv: list[str] | None = None) -> dict:
     load_before = os.getloadavg()  # a shared machine: other jobs' load changes every number here
 
     import transformers
-    from image_transforms import FastPixels, ImageTransform
+    from _image_transforms import FastPixels, ImageTransform
 
     processor = transformers.ViTImageProcessor(size={"height": args.image_size, "width": args.image_size})
     fast = FastPixels.from_processor(processor)

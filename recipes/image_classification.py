@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import transformers
 from _common import check_label_ids, classification_metrics, materialise, parse_arguments, train_and_evaluate
-from image_transforms import FastPixels, ImageTransform, collate
+from _image_transforms import FastPixels, ImageTransform, collate
 from transformers import AutoConfig, AutoImageProcessor, AutoModelForImageClassification, set_seed
 
 from hf_atom import AtomTrainer, AtomTrainingArguments, with_atom

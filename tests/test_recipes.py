@@ -467,7 +467,7 @@ def augmented_batches(num_workers: int, rank: int = 0, seed: int = 0) -> list[to
     """Two batches of 4 crops of the SAME image; with 2 workers, batch i comes from worker i."""
     import datasets
     import transformers
-    from image_transforms import ImageTransform, collate
+    from _image_transforms import ImageTransform, collate
 
     gradient = np.add.outer(np.arange(48), np.arange(48)).astype(np.uint8)
     image = Image.fromarray(np.stack([gradient, gradient.T, 255 - gradient], axis=-1))
@@ -492,7 +492,7 @@ def test_augmentation_differs_across_workers_and_ranks_and_reruns_the_same():
 
 def test_fast_pixels_match_the_processor():
     import transformers
-    from image_transforms import FastPixels
+    from _image_transforms import FastPixels
 
     rng = np.random.default_rng(0)
     images = [
