@@ -34,7 +34,7 @@ from hf_atom import AutoAtomModel  # noqa: E402
 def pets_test_split(pets_dir: str, split_seed: int):
     """The image recipe's test split (same seeded stratified split), with the image file paths."""
     import datasets
-    from image_classification import DataArguments, load_splits
+    from _image import DataArguments, load_splits
 
     splits, image_column, label_column = load_splits(
         DataArguments(train_dir=os.path.join(pets_dir, "images"), split_seed=split_seed)

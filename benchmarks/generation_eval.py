@@ -45,7 +45,7 @@ from hf_atom.metrics import distinct_n, self_bleu, word_tokenize
 # The recipes' shared helpers (argument parsing, local text files): a script folder, not a package.
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "recipes"))
 from _common import parse_arguments  # noqa: E402
-from causal_lm import TEXT_COLUMNS, read_local_file  # noqa: E402
+from _data import TEXT_COLUMNS, pick_column, read_local_files  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -145,13 +145,9 @@ def parse_models(spec: str) -> list[tuple[str, str]]:
 
 
 def load_texts(files: str, text_column: str | None) -> list[str]:
-    columns: dict[str, list[Any]] = {}
-    for path in files.split(","):
-        for key, values in read_local_file(path.strip(), "auto").items():
-            columns.setdefault(key, []).extend(values)
-    column = text_column or next((c for c in TEXT_COLUMNS if c in columns), None)
-    if column is None or column not in columns:
-        raise ValueError(f"No text column {text_column or ''!r} among {list(columns)}; set --text_column.")
+    """The non-empty texts of comma-separated local files (the recipes' readers: `recipes/_data.py`)."""
+    columns = read_local_files(files)
+    column = pick_column(list(columns), text_column, TEXT_COLUMNS, "text")
     return [str(text).strip() for text in columns[column] if str(text).strip()]
 
 

@@ -208,7 +208,8 @@ def main(argv: list[str] | None = None) -> dict:
         mean_kb = statistics.mean(os.path.getsize(path) for path in paths) / 1024
         rows = []
         for pipeline in args.pipelines:
-            transform = ImageTransform(processor, "image", "label", augment="crop_flip", fast=pipeline == "fast")
+            pixels = fast if pipeline == "fast" else None
+            transform = ImageTransform(processor, "image", "label", augment="crop_flip", fast=pixels)
             for workers in args.workers:
                 rate, per_cpu_second = loader_rates(paths, transform, workers, args.batch_size)
                 rows.append(

@@ -1,7 +1,8 @@
 """Command-line flags from dataclasses for the plain-PyTorch recipes (the GAN recipes), without transformers.
 
 Reads the same command lines as `transformers.HfArgumentParser` for the field types these recipes use (`int`,
-`float`, `str`, `bool`, `Optional[...]` of those): `--name value`, a bare `--flag` for `True`, `--flag false`,
+`float`, `str`, `bool`, `Literal[...]` choices, `Optional[...]` of those; `choices` in a field's metadata too):
+`--name value`, a bare `--flag` for `True`, `--flag false`,
 `--no_<flag>` for booleans that default to `True`, or a single JSON / YAML file with the same keys. The Trainer
 recipes keep `HfArgumentParser` (their `TrainingArguments` has types this module does not read); the GAN recipes
 use this one so that they import only torch and hf_atom's torch side.
@@ -32,17 +33,24 @@ def _string_to_bool(value: str | bool) -> bool:
     raise argparse.ArgumentTypeError(f"Truthy value expected: got {value!r}, expected one of true/false, yes/no, 1/0.")
 
 
-def _scalar_type(owner: type, name: str, annotation: Any) -> type:
-    """`int` for `int` or `Optional[int]`; a clear error for the types this parser does not read."""
+def _scalar_type(owner: type, name: str, annotation: Any) -> tuple[type, tuple | None]:
+    """`(int, None)` for `int` or `Optional[int]`, `(str, choices)` for a `Literal` of strings; a clear error for the
+    types this parser does not read."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         arguments = [a for a in typing.get_args(annotation) if a is not type(None)]
         if len(arguments) == 1:  # Optional[X]
             annotation = arguments[0]
-    if annotation is bool or annotation in _SCALARS:
-        return annotation
+    if typing.get_origin(annotation) is typing.Literal:
+        choices = typing.get_args(annotation)
+        kinds = {type(choice) for choice in choices}
+        if len(kinds) == 1 and kinds <= set(_SCALARS):
+            return kinds.pop(), choices
+    elif annotation is bool or annotation in _SCALARS:
+        return annotation, None
     raise TypeError(
         f"{owner.__name__}.{name}: type {annotation!r} cannot be read from the command line by recipes/_arguments.py "
-        "(it reads int, float, str, bool and Optional of those); use transformers.HfArgumentParser for this dataclass."
+        "(it reads int, float, str, bool, Literal and Optional of those); use transformers.HfArgumentParser for this "
+        "dataclass."
     )
 
 
@@ -55,8 +63,11 @@ def build_parser(dataclass_types: Sequence[type]) -> argparse.ArgumentParser:
         for field in dataclasses.fields(dataclass_type):
             if not field.init:
                 continue
-            kind = _scalar_type(dataclass_type, field.name, hints[field.name])
+            kind, choices = _scalar_type(dataclass_type, field.name, hints[field.name])
             options: dict[str, Any] = {"help": field.metadata.get("help")}
+            choices = field.metadata.get("choices", choices)
+            if choices is not None:
+                options["choices"] = list(choices)
             if field.default is not dataclasses.MISSING:
                 options["default"] = field.default
             elif field.default_factory is not dataclasses.MISSING:

@@ -1,19 +1,20 @@
-"""Shared pieces of the recipes: version checks, argument parsing, label checks, metrics, and the results file.
+"""Shared pieces of the Trainer recipes: version checks, argument parsing, metrics, training and evaluation, and the
+results file (their data: `_data.py`).
 
-The recipes import the `hf_atom` package as installed (`pip install -e .` from the repository root, or `make setup`):
-nothing here edits `sys.path`, so an installed `hf_atom` is never shadowed by whatever checkout a script sits in.
+The recipes import the `hf_atom` package as installed (`pip install -e .` from the repository root, or `make setup`;
+`_requirements.py` says so at start-up when it is missing).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+import _requirements  # noqa: F401 - first: fails at start-up, naming the fix, without hf_atom
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 from transformers import EvalPrediction, HfArgumentParser
@@ -25,60 +26,30 @@ logger = logging.getLogger(__name__)
 # Like the official examples: fail at start-up, naming the fix, rather than deep inside a run.
 check_min_version("5.0.0")
 require_version("datasets>=3.0", "To fix: pip install -e '.[recipes]'")
-if importlib.util.find_spec("hf_atom") is None:
-    raise ImportError(
-        "The recipes need the hf_atom package: run `pip install -e '.[recipes]'` (or `make setup`) in the repository "
-        "root, or put the repository root on PYTHONPATH."
-    )
-
-UNLABELLED = -1  # how GLUE, ImageNet-1K and most Hub datasets mark the labels of their test splits
 
 
-def parse_arguments(dataclasses: Sequence[type], argv: Sequence[str] | None = None) -> tuple:
-    """Flags, or a single JSON / YAML file with the same keys (the transformers example convention)."""
-    parser = HfArgumentParser(tuple(dataclasses))
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) == 1 and argv[0].endswith(".json"):
-        return parser.parse_json_file(os.path.abspath(argv[0]))
-    if len(argv) == 1 and argv[0].endswith((".yaml", ".yml")):
-        return parser.parse_yaml_file(os.path.abspath(argv[0]))
-    return parser.parse_args_into_dataclasses(args=argv)
+def parse_arguments(
+    dataclasses: Sequence[type], argv: Sequence[str] | None = None, defaults: Mapping[str, Any] | None = None
+) -> tuple:
+    """Flags, or a single JSON / YAML file with the same keys (the transformers example convention).
 
-
-def check_label_ids(split_name: str, label_ids: Sequence[Any] | None, labels: Sequence[str]) -> bool:
-    """Whether a split is labelled: `False` when it has no label column (`label_ids` is None) or every label is
-    -1 (an unlabelled test split, as GLUE and ImageNet-1K ship them); `True` when every label indexes `labels`.
-
-    Raises:
-        ValueError: some labels fall outside `0..len(labels) - 1` (including a mix of -1 and real labels), which
-            would otherwise surface as an index error after training.
+    `defaults` replaces some fields' defaults for this recipe (the image recipe's `remove_unused_columns=False`):
+    shown by `--help`, and a flag or key that the user gives still wins.
     """
-    if label_ids is None:
-        return False
-    values = np.asarray(label_ids)
-    if values.size and np.all(values == UNLABELLED):
-        return False
-    bad = sorted({int(v) for v in values[(values < 0) | (values >= len(labels))]})
-    if bad:
-        raise ValueError(
-            f"The {split_name} split has label ids {bad[:10]} outside the training label set 0..{len(labels) - 1} "
-            f"({list(labels)[:10]}{' ...' if len(labels) > 10 else ''}). A split is either fully labelled or fully "
-            f"unlabelled (all {UNLABELLED}): fix the labels, or drop the split."
-        )
-    return True
+    parser = HfArgumentParser(tuple(dataclasses))
+    defaults = dict(defaults or {})
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) == 1 and argv[0].endswith((".json", ".yaml", ".yml")):
+        with open(os.path.abspath(argv[0]), encoding="utf-8") as handle:
+            if argv[0].endswith(".json"):
+                values = json.load(handle)
+            else:
+                import yaml
 
-
-def materialise(stream, limit: int | None = None):
-    """A streamed split as a `datasets.Dataset` (written to the datasets cache; images stay encoded on the way)."""
-    import datasets
-
-    if limit is not None:
-        stream = stream.take(limit)
-
-    def rows(stream):
-        yield from stream
-
-    return datasets.Dataset.from_generator(rows, features=stream.features, gen_kwargs={"stream": stream.decode(False)})
+                values = yaml.safe_load(handle) or {}
+        return parser.parse_dict({**defaults, **values})
+    parser.set_defaults(**defaults)
+    return parser.parse_args_into_dataclasses(args=argv)
 
 
 def classification_metrics(prediction: EvalPrediction) -> dict[str, float]:
@@ -96,6 +67,9 @@ def classification_metrics(prediction: EvalPrediction) -> dict[str, float]:
 PredictionWriter = Callable[[str, np.ndarray], str]
 """`(split_name, predicted_label_ids) -> path`: writes an unlabelled split's predictions in a submission format."""
 
+MetricsHook = Callable[[str, dict[str, float]], None]
+"""`(prefix, metrics) -> None`: adds derived metrics (`<prefix>_<name>`) to one evaluated split's metrics in place."""
+
 
 def train_and_evaluate(
     trainer,
@@ -106,6 +80,7 @@ def train_and_evaluate(
     write_predictions: PredictionWriter | None = None,
     num_train: int | None = None,
     print_metrics: bool = True,
+    add_metrics: MetricsHook | None = None,
 ) -> dict[str, Any]:
     """Trains (resuming if asked), saves the model with its processor and the trainer state, scores the labelled
     validation / test splits, predicts the unlabelled ones (`unlabelled`, written by `write_predictions`) and writes
@@ -113,6 +88,8 @@ def train_and_evaluate(
 
     `num_train` replaces `len(splits["train"])` (a streamed training split has no length: None unless given).
     `print_metrics=False` skips `trainer.log_metrics` (it prints; a caller with its own printed report may not want it).
+    `add_metrics` completes each evaluated split's metrics before they are logged and saved, so that
+    `<prefix>_results.json`, `all_results.json` and `results.json` agree (run_clm's perplexity, for instance).
     """
     args = trainer.args
     train_result = trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
@@ -153,6 +130,8 @@ def train_and_evaluate(
             continue
         metrics = trainer.evaluate(splits[name], metric_key_prefix=prefix)
         metrics[f"{prefix}_samples"] = len(splits[name])
+        if add_metrics is not None:
+            add_metrics(prefix, metrics)
         if print_metrics:
             trainer.log_metrics(prefix, metrics)
         trainer.save_metrics(prefix, metrics)

@@ -1,5 +1,6 @@
-"""Shared pieces of the GAN recipes (`gan_mixture.py`, `gan_stacked_mnist.py`): arguments, the training loop of
-the three methods (`gan`, `atom`, `pacgan`) and the run's output files.
+"""Shared pieces of the GAN recipes (`gan_mixture.py`, `gan_stacked_mnist.py`, `gan_ensemble.py`): arguments (the
+atom settings generated from `hf_atom.AtomConfig`), the training loop of the three methods (`gan`, `atom`, `pacgan`)
+and the run's output files.
 
 The loop is plain PyTorch + Accelerate (the convention of diffusers' training examples), so it runs on one CPU
 core, one GPU, or `accelerate launch` with several processes.
@@ -7,17 +8,21 @@ core, one GPU, or `accelerate launch` with several processes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import time
+import typing
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import _requirements  # noqa: F401 - first: fails at start-up, naming the fix, without hf_atom
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from hf_atom.configuration import AtomConfig, AtomConfigError
 from hf_atom.regularizer import ATOM_STATISTICS
 
 METHODS = ("gan", "atom", "pacgan")
@@ -89,48 +94,72 @@ class GanTrainingArguments:
         return self.pack_size if self.method == "pacgan" else 1
 
 
-@dataclass
-class AtomGanArguments:
-    """The atom objective on the generator (docs/DESIGN.md, D7, ours): which layer, how many tokens, lambda, loss settings.
+# AtomConfig fields without a GAN flag: the token width comes from the generator (`--atom_tokens` splits a layer),
+# token selection is for transformers models (`--atom_layer` picks the generator's layer), and the weight warm-up and
+# cross-process pairs are the Trainer's (the GAN loops implement neither, so a flag would be silently ignored).
+NOT_GAN_SETTINGS = (
+    "input_dim",
+    "hidden_layer",
+    "exclude_special_tokens",
+    "include_cls_token",
+    "weight_warmup_steps",
+    "gather_across_processes",
+)
+GAN_SETTINGS = tuple(spec.name for spec in dataclasses.fields(AtomConfig) if spec.name not in NOT_GAN_SETTINGS)
 
-    Read only with `--method atom`.
-    """
 
-    atom_weight: float = field(default=0.1, metadata={"help": "lambda: G loss += lambda * (L_A + charge term)."})
-    atom_layer: int = field(
-        default=-1, metadata={"help": "Which generator hidden layer feeds the atom head (1-based; -1 = the last)."}
-    )
-    atom_tokens: int = field(
-        default=8,
-        metadata={"help": "MLP generators: a layer's H activations become this many tokens of H/N features."},
-    )
-    atom_step: str = field(default="opposite", metadata={"help": "`opposite` (D1, ours) or `literal` (ablation)."})
-    atom_charge_constraint: str = field(default="target_abs", metadata={"help": "`target_abs` (D3d, ours) or `none`."})
-    atom_charge_target: float = field(default=0.5)
-    atom_softening: float = field(default=0.1)
-    atom_position_norm: str = field(default="sphere")
-    atom_position_dim: int | None = field(default=None, metadata={"help": "D; defaults to the token width."})
+class AtomGanArgumentsMixin:
+    """Validation at parsing and the `AtomConfig` view of the generated `AtomGanArguments`."""
 
     def __post_init__(self):
         if self.atom_tokens < 1:
             raise ValueError(f"--atom_tokens must be >= 1, got {self.atom_tokens}.")
         if self.atom_layer == 0:
             raise ValueError("--atom_layer is 1-based (1 = first hidden layer) or negative from the end; got 0.")
-        # Validates weight, step, constraint, softening, position settings with the library's own messages.
-        self.atom_config()
+        try:
+            self.atom_config  # noqa: B018 - validates every atom setting now, with the library's own messages
+        except AtomConfigError as error:
+            raise error.respelled("--atom_{}") from None
 
-    def atom_config(self):
-        from hf_atom import AtomConfig
+    @property
+    def atom_config(self) -> AtomConfig:
+        """The validated `AtomConfig` of these settings (the fields of `NOT_GAN_SETTINGS` keep their defaults)."""
+        return AtomConfig(**{name: getattr(self, "atom_" + name) for name in GAN_SETTINGS})
 
-        return AtomConfig(
-            weight=self.atom_weight,
-            step=self.atom_step,
-            charge_constraint=self.atom_charge_constraint,
-            charge_target=self.atom_charge_target,
-            softening=self.atom_softening,
-            position_norm=self.atom_position_norm,
-            position_dim=self.atom_position_dim,
-        )
+
+def _atom_gan_fields() -> list[tuple[str, Any, dataclasses.Field]]:
+    """The GAN's own two settings, then one `atom_<name>` per `AtomConfig` field of `GAN_SETTINGS`, with its type
+    (choices as `Literal`), default and help read from `AtomConfig`, so that the two never drift apart."""
+    hints = typing.get_type_hints(AtomConfig)
+    fields = [
+        (
+            "atom_layer",
+            int,
+            field(
+                default=-1,
+                metadata={"help": "Which generator hidden layer feeds the atom head (1-based; -1 = the last)."},
+            ),
+        ),
+        (
+            "atom_tokens",
+            int,
+            field(
+                default=8,
+                metadata={"help": "MLP generators: a layer's H activations become this many tokens of H/N features."},
+            ),
+        ),
+    ]
+    for spec in dataclasses.fields(AtomConfig):
+        if spec.name in GAN_SETTINGS:
+            metadata = {"help": spec.metadata["help"]}
+            fields.append(("atom_" + spec.name, hints[spec.name], field(default=spec.default, metadata=metadata)))
+    return fields
+
+
+AtomGanArguments = dataclasses.make_dataclass("AtomGanArguments", _atom_gan_fields(), bases=(AtomGanArgumentsMixin,))
+AtomGanArguments.__module__ = __name__
+AtomGanArguments.__doc__ = """The atom objective on the generator (docs/DESIGN.md, D7, ours): which layer, how many
+tokens, and the `hf_atom.AtomConfig` settings as `--atom_<name>` flags (read with `--method atom` only)."""
 
 
 def resolve_layer(layer: int, num_layers: int) -> int:
@@ -192,7 +221,7 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         # same seed, so `atom` vs `gan` is a paired comparison (and lambda = 0 reproduces the control exactly).
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(args.seed + 1_000_003)
-            regularizer = AtomRegularizer(hidden_size=parts.token_width, config=atom_args.atom_config())
+            regularizer = AtomRegularizer(hidden_size=parts.token_width, config=atom_args.atom_config)
     g_params = list(generator.parameters()) + (list(regularizer.parameters()) if regularizer is not None else [])
     betas = (args.adam_beta1, args.adam_beta2)
     g_opt = torch.optim.Adam(g_params, lr=args.learning_rate, betas=betas)

@@ -119,7 +119,8 @@ class ImageTransform:
             pixels only.
         augment: one of `AUGMENTATIONS`; `None`/"none" for evaluation.
         seed, rank: the run's seed and the data-parallel rank, keying `AugmentationRandom`.
-        fast: use `FastPixels` (when the processor allows it) instead of the processor.
+        fast: a `FastPixels` to make the pixels instead of the processor (built once per run, shared by the
+            training and evaluation transforms; `FastPixels.from_processor(processor)`), or None.
     """
 
     def __init__(
@@ -130,7 +131,7 @@ class ImageTransform:
         augment: str | None = None,
         seed: int = 0,
         rank: int = 0,
-        fast: bool = False,
+        fast: FastPixels | None = None,
     ):
         if augment is not None and augment not in AUGMENTATIONS:
             raise ValueError(f"augment must be one of {AUGMENTATIONS}, got {augment!r}.")
@@ -138,7 +139,9 @@ class ImageTransform:
         self.augment = None if augment == "none" else augment
         self.crop_scale = (0.85, 1.0) if augment == "crop" else (0.5, 1.0)
         self.random = AugmentationRandom(seed, rank)
-        self.fast = FastPixels.from_processor(processor) if fast else None
+        if fast is not None and not isinstance(fast, FastPixels):
+            raise TypeError(f"fast must be a FastPixels (FastPixels.from_processor(processor)) or None, got {fast!r}.")
+        self.fast = fast
 
     def __call__(self, batch: dict[str, list[Any]]) -> dict[str, Any]:
         images = [image.convert("RGB") for image in batch[self.image_column]]

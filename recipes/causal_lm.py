@@ -26,23 +26,21 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import re
 import sys
 from dataclasses import dataclass, field
 from itertools import chain
 from typing import Any
 
-from _common import parse_arguments, train_and_evaluate, write_results
+from _common import parse_arguments, train_and_evaluate
+from _data import FILE_FORMATS, TEXT_COLUMNS, check_data_source, load_text_splits, pick_column, truncate
 from transformers import AutoModelForCausalLM, AutoTokenizer, DataCollatorForSeq2Seq, default_data_collator, set_seed
 
 from hf_atom import AtomTrainer, AtomTrainingArguments, with_atom
 
 logger = logging.getLogger(__name__)
 
-FILE_FORMATS = ("auto", "text", "poem_tsv", "csv", "tsv", "json")
 TRAINERS = ("atom", "sft")
-TEXT_COLUMNS = ("text", "verse_text", "sentence", "content")
 
 
 @dataclass
@@ -87,7 +85,7 @@ class DataArguments:
         default="auto",
         metadata={
             "help": "Local file format; 'auto' reads the extension (.txt: one example per line) and, for .tsv, "
-            "whether it is the raw Poem Sentiment release (3 columns, integer label, no header).",
+            "the first row (4 columns: raw CoLA; 3 with an integer label: raw Poem Sentiment; else a header).",
             "choices": list(FILE_FORMATS),
         },
     )
@@ -113,13 +111,7 @@ class DataArguments:
     max_eval_samples: int | None = field(default=None, metadata={"help": "Truncate validation and test sets."})
 
     def __post_init__(self):
-        if self.dataset_name is None and self.train_file is None:
-            raise ValueError(
-                "Give a dataset: --dataset_name HUB_ID, or local files with --train_file (and "
-                "--validation_file / --test_file)."
-            )
-        if self.dataset_name is not None and self.train_file is not None:
-            raise ValueError("Give either --dataset_name or --train_file, not both.")
+        check_data_source(self.dataset_name, self.train_file)
         if self.block_size is not None and self.block_size < 2:
             raise ValueError(
                 f"--block_size must be at least 2 tokens (or unset for per-line examples), got {self.block_size}."
@@ -137,81 +129,21 @@ class DataArguments:
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _detect_format(path: str, requested: str) -> str:
-    if requested != "auto":
-        return requested
-    extension = os.path.splitext(path)[1].lower()
-    if extension in (".txt", ".text", ".raw"):
-        return "text"
-    if extension in (".json", ".jsonl"):
-        return "json"
-    if extension == ".csv":
-        return "csv"
-    if extension == ".tsv":
-        with open(path, encoding="utf-8") as handle:
-            first = next((line.rstrip("\n").split("\t") for line in handle if line.strip()), [])
-        return "poem_tsv" if len(first) == 3 and first[2].lstrip("-").isdigit() else "tsv"
-    raise ValueError(f"Cannot tell the format of {path!r}; set --file_format to one of {FILE_FORMATS[1:]}.")
-
-
-def read_local_file(path: str, file_format: str) -> dict[str, list[Any]]:
-    """Rows of one local file as columns (`text` for plain text files, `verse_text` for raw Poem Sentiment)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"Data file {path!r} does not exist.")
-    file_format = _detect_format(path, file_format)
-    if file_format == "text":
-        with open(path, encoding="utf-8") as handle:
-            return {"text": [line.rstrip("\n") for line in handle if line.strip()]}
-    # The raw Poem Sentiment TSV, CSV/TSV with a header and JSON: the text-classification recipe's readers.
-    from text_classification import read_local_file as read_table
-
-    return read_table(path, file_format)
-
-
 def load_splits(data_args: DataArguments, seed: int = 0):
     """Train / validation / test splits (`datasets.DatasetDict`) and the name of the text column."""
     import datasets
 
-    if data_args.dataset_name is not None:
-        try:
-            raw = datasets.load_dataset(data_args.dataset_name, data_args.dataset_config_name)
-        except Exception as error:  # noqa: BLE001 - re-raised with the fix
-            raise ValueError(
-                f"Could not load dataset {data_args.dataset_name!r} ({type(error).__name__}: {error}). Hub datasets "
-                "need network; offline, pass local files with --train_file/--validation_file."
-            ) from error
-        splits = {name: raw[name] for name in ("train", "validation", "test") if name in raw}
-        if "train" not in splits:
-            raise ValueError(f"Dataset {data_args.dataset_name!r} has no 'train' split (it has {list(raw)}).")
-    else:
-        splits = {}
-        for name, files in (
-            ("train", data_args.train_file),
-            ("validation", data_args.validation_file),
-            ("test", data_args.test_file),
-        ):
-            if files:
-                columns: dict[str, list[Any]] = {}
-                for path in files.split(","):
-                    for key, values in read_local_file(path.strip(), data_args.file_format).items():
-                        columns.setdefault(key, []).extend(values)
-                splits[name] = datasets.Dataset.from_dict(columns)
+    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    splits = load_text_splits(data_args.dataset_name, data_args.dataset_config_name, files, data_args.file_format)
     columns = splits["train"].column_names
-    text_column = data_args.text_column or next((c for c in TEXT_COLUMNS if c in columns), None)
-    if text_column is None or text_column not in columns:
-        raise ValueError(f"No text column {data_args.text_column or ''!r} among {columns}; set --text_column.")
+    text_column = pick_column(columns, data_args.text_column, TEXT_COLUMNS, "text")
     for name, split in splits.items():
         if text_column not in split.column_names:
             raise ValueError(f"The {name} split has no column {text_column!r} (it has {split.column_names}).")
     if "validation" not in splits and data_args.validation_split_percentage > 0:
         held_out = splits["train"].train_test_split(test_size=data_args.validation_split_percentage / 100, seed=seed)
         splits["train"], splits["validation"] = held_out["train"], held_out["test"]
-    if data_args.max_train_samples is not None:
-        splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
-    if data_args.max_eval_samples is not None:
-        for name in ("validation", "test"):
-            if name in splits:
-                splits[name] = splits[name].select(range(min(data_args.max_eval_samples, len(splits[name]))))
+    truncate(splits, data_args.max_train_samples, data_args.max_eval_samples)
     return datasets.DatasetDict(splits), text_column
 
 
@@ -314,13 +246,12 @@ def freeze_except(model, pattern: str) -> list[str]:
     return trainable
 
 
-def add_perplexity(results: dict[str, Any]) -> dict[str, Any]:
-    """perplexity = exp(loss) for every evaluated split (inf where the loss overflows)."""
-    for name in ("validation", "test"):
-        if name in results and "loss" in results[name]:
-            loss = results[name]["loss"]
-            results[name]["perplexity"] = math.exp(loss) if loss < 700 else float("inf")
-    return results
+def add_perplexity(prefix: str, metrics: dict[str, float]) -> None:
+    """`<prefix>_perplexity` = exp(`<prefix>_loss`) (inf where it overflows), added before the metrics are saved,
+    as run_clm does."""
+    loss = metrics.get(f"{prefix}_loss")
+    if loss is not None:
+        metrics[f"{prefix}_perplexity"] = math.exp(loss) if loss < 700 else float("inf")
 
 
 def run(model_args: ModelArguments, data_args: DataArguments, training_args: AtomTrainingArguments):
@@ -374,10 +305,8 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
             "block_size": data_args.block_size,
             "max_seq_length": data_args.max_seq_length if data_args.block_size is None else None,
         },
+        add_metrics=add_perplexity,
     )
-    add_perplexity(results)
-    if trainer.is_world_process_zero():
-        write_results(training_args.output_dir, results)
     return trainer, results
 
 

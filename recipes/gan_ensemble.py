@@ -29,7 +29,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from _arguments import parse_arguments
 from _gan_common import AtomGanArguments, data_seed, lr_factor, resolve_layer
-from gan_mixture import MixtureDiscriminator, MixtureGenerator
+from _gan_networks import MixtureDiscriminator, MixtureGenerator
 from torch import nn
 from torch.nn import functional as F
 
@@ -225,9 +225,7 @@ class MixtureGanEnsemble(nn.Module):
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(member.seed + 1_000_003)
                     heads.append(
-                        AtomRegularizer(
-                            hidden_size=args.hidden_size // self.atom_tokens, config=atom_args.atom_config()
-                        )
+                        AtomRegularizer(hidden_size=args.hidden_size // self.atom_tokens, config=atom_args.atom_config)
                     )
 
         def stack(tensors, transpose=False) -> nn.Parameter:

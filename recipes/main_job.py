@@ -20,7 +20,7 @@ import os
 from typing import Any
 
 import torch
-from image_classification import DataArguments, ModelArguments, load_splits, run
+from _image import TRAINING_DEFAULTS, DataArguments, ModelArguments, load_splits, run
 
 from hf_atom import AtomTrainingArguments, AutoAtomModel
 from hf_atom.explain import Explainer, write_index
@@ -43,6 +43,7 @@ def training_arguments(output_dir: str, atom_weight: float, args: argparse.Names
         report_to="none",
         use_cpu=True,
         disable_tqdm=True,
+        **TRAINING_DEFAULTS,  # the image recipe's own defaults (its transforms read the raw image column)
     )
 
 

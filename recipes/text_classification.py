@@ -22,19 +22,25 @@ metrics only.
 
 from __future__ import annotations
 
-import csv
 import logging
 import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from _common import (
+from _common import classification_metrics, parse_arguments, train_and_evaluate
+from _data import (
+    FILE_FORMATS,
+    TEXT_COLUMNS,
     UNLABELLED,
+    check_data_source,
     check_label_ids,
-    classification_metrics,
+    check_shuffle_buffer,
+    check_streaming,
+    check_streaming_source,
+    load_text_splits,
     materialise,
-    parse_arguments,
-    train_and_evaluate,
+    pick_column,
+    truncate,
 )
 from transformers import (
     AutoConfig,
@@ -48,8 +54,6 @@ from hf_atom import AtomTrainer, AtomTrainingArguments, with_atom
 
 logger = logging.getLogger(__name__)
 
-FILE_FORMATS = ("auto", "cola_tsv", "poem_tsv", "csv", "tsv", "json")
-POEM_LABELS = {-1: "negative", 0: "no_impact", 1: "positive", 2: "mixed"}
 UNLABELLED_STRING = str(UNLABELLED)
 # GLUE's submission files (gluebenchmark.com): one TSV per task, `index<TAB>prediction`.
 GLUE_SUBMISSION_FILES = {
@@ -85,13 +89,13 @@ class DataArguments:
     file_format: str = field(
         default="auto",
         metadata={
-            "help": "Local file format; 'auto' reads the extension and, for .tsv, the column count "
-            "(4: raw CoLA, 3: raw Poem Sentiment).",
+            "help": "Local file format; 'auto' reads the extension and, for .tsv, the first row (4 columns: raw "
+            "CoLA; 3 with an integer label: raw Poem Sentiment; else a header).",
             "choices": list(FILE_FORMATS),
         },
     )
     text_column: str | None = field(
-        default=None, metadata={"help": "Text column (default: sentence / verse_text / text)."}
+        default=None, metadata={"help": f"Text column (default: the first of {', '.join(TEXT_COLUMNS)})."}
     )
     label_column: str = field(default="label", metadata={"help": "Label column."})
     max_seq_length: int = field(default=128, metadata={"help": "Truncate longer inputs."})
@@ -107,26 +111,9 @@ class DataArguments:
     shuffle_buffer_size: int = field(default=10000, metadata={"help": "With --streaming: rows in the shuffle buffer."})
 
     def __post_init__(self):
-        if self.streaming and self.dataset_name is None:
-            raise ValueError("--streaming is for Hub datasets (or local Hub-layout folders) given as --dataset_name.")
-        if self.shuffle_buffer_size < 1:
-            raise ValueError(f"--shuffle_buffer_size must be at least 1, got {self.shuffle_buffer_size}.")
-        if self.dataset_name is None and self.train_file is None:
-            raise ValueError(
-                "Give a dataset: --dataset_name HUB_ID, or local files with --train_file (and "
-                "--validation_file / --test_file)."
-            )
-        if self.dataset_name is not None and self.train_file is not None:
-            raise ValueError("Give either --dataset_name or --train_file, not both.")
-
-
-def check_arguments(data_args: DataArguments, training_args: AtomTrainingArguments) -> None:
-    """Checks that need both argument groups, before any data is read."""
-    if data_args.streaming and training_args.max_steps <= 0:
-        raise ValueError(
-            "--streaming needs --max_steps N (a positive number of optimizer steps): a stream has no length, so the "
-            "Trainer cannot count epochs."
-        )
+        check_data_source(self.dataset_name, self.train_file)
+        check_streaming_source(self.streaming, from_hub=self.dataset_name is not None)
+        check_shuffle_buffer(self.shuffle_buffer_size)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,106 +121,21 @@ def check_arguments(data_args: DataArguments, training_args: AtomTrainingArgumen
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _read_tsv_rows(path: str) -> list[list[str]]:
-    # Split on tabs only: CoLA and Poem Sentiment rows contain quote characters (never csv quoting).
-    with open(path, encoding="utf-8") as handle:
-        return [line.rstrip("\n").split("\t") for line in handle if line.strip()]
-
-
-def _detect_format(path: str, requested: str) -> str:
-    if requested != "auto":
-        return requested
-    extension = os.path.splitext(path)[1].lower()
-    if extension in (".json", ".jsonl"):
-        return "json"
-    if extension == ".csv":
-        return "csv"
-    if extension == ".tsv":
-        first = _read_tsv_rows(path)[:1]
-        width = len(first[0]) if first else 0
-        if width == 4 and first[0][1] in ("0", "1"):
-            return "cola_tsv"
-        if width == 3 and first[0][2].lstrip("-").isdigit():
-            return "poem_tsv"
-        return "tsv"
-    raise ValueError(f"Cannot tell the format of {path!r}; set --file_format to one of {FILE_FORMATS[1:]}.")
-
-
-def read_local_file(path: str, file_format: str) -> dict[str, list[Any]]:
-    """Rows of one local file as columns (`sentence`/`verse_text` and `label`)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"Data file {path!r} does not exist.")
-    file_format = _detect_format(path, file_format)
-    if file_format == "cola_tsv":
-        rows = _read_tsv_rows(path)
-        bad = [i for i, row in enumerate(rows) if len(row) != 4]
-        if bad:
-            raise ValueError(
-                f"{path}: raw CoLA rows have 4 tab-separated columns; line {bad[0] + 1} has {len(rows[bad[0]])}."
-            )
-        return {"sentence": [row[3] for row in rows], "label": [int(row[1]) for row in rows]}
-    if file_format == "poem_tsv":
-        rows = _read_tsv_rows(path)
-        bad = [i for i, row in enumerate(rows) if len(row) != 3 or int(row[2]) not in POEM_LABELS]
-        if bad:
-            raise ValueError(
-                f"{path}: raw Poem Sentiment rows are 'id<TAB>verse<TAB>label in -1..2'; see line {bad[0] + 1}."
-            )
-        return {"verse_text": [row[1] for row in rows], "label": [POEM_LABELS[int(row[2])] for row in rows]}
-    if file_format == "json":
-        import datasets
-
-        return datasets.load_dataset("json", data_files=path, split="train").to_dict()
-    delimiter = "," if file_format == "csv" else "\t"
-    with open(path, encoding="utf-8", newline="") as handle:
-        rows = list(csv.DictReader(handle, delimiter=delimiter))
-    return {key: [row[key] for row in rows] for key in (rows[0].keys() if rows else [])}
-
-
 def load_splits(data_args: DataArguments):
     import datasets
 
-    if data_args.dataset_name is not None:
-        try:
-            raw = datasets.load_dataset(
-                data_args.dataset_name, data_args.dataset_config_name, streaming=data_args.streaming
-            )
-        except Exception as error:  # noqa: BLE001 - re-raised with the fix
-            raise ValueError(
-                f"Could not load dataset {data_args.dataset_name!r} ({type(error).__name__}: {error}). Hub datasets "
-                "need network; offline, pass local files with --train_file/--validation_file."
-            ) from error
-        splits = {name: raw[name] for name in ("train", "validation", "test") if name in raw}
-        if "train" not in splits:
-            raise ValueError(f"Dataset {data_args.dataset_name!r} has no 'train' split; splits: {list(raw)}.")
-        if data_args.streaming:
-            for name in ("validation", "test"):
-                if name in splits:
-                    splits[name] = materialise(splits[name], data_args.max_eval_samples)
-    else:
-        splits = {}
-        for name, files in (
-            ("train", data_args.train_file),
-            ("validation", data_args.validation_file),
-            ("test", data_args.test_file),
-        ):
-            if files:
-                columns: dict[str, list[Any]] = {}
-                for path in files.split(","):
-                    for key, values in read_local_file(path.strip(), data_args.file_format).items():
-                        columns.setdefault(key, []).extend(values)
-                splits[name] = datasets.Dataset.from_dict(columns)
+    files = {"train": data_args.train_file, "validation": data_args.validation_file, "test": data_args.test_file}
+    splits = load_text_splits(
+        data_args.dataset_name, data_args.dataset_config_name, files, data_args.file_format, data_args.streaming
+    )
+    if data_args.streaming:  # the evaluation splits are read in full
+        for name in ("validation", "test"):
+            if name in splits:
+                splits[name] = materialise(splits[name], data_args.max_eval_samples)
     streamed = isinstance(splits["train"], datasets.IterableDataset)
     columns = list(splits["train"].features or {})
-    text_column = data_args.text_column or next(
-        (c for c in ("sentence", "verse_text", "text", "content") if c in columns), None
-    )
-    if text_column is None or text_column not in columns:
-        raise ValueError(f"No text column {data_args.text_column or ''!r} among {columns}; set --text_column.")
-    if data_args.label_column not in columns:
-        raise ValueError(f"Label column {data_args.label_column!r} not among {columns}; set --label_column.")
-
-    label_column = data_args.label_column
+    text_column = pick_column(columns, data_args.text_column, TEXT_COLUMNS, "text")
+    label_column = pick_column(columns, data_args.label_column, (), "label")
     feature = splits["train"].features[label_column]
     if isinstance(feature, datasets.ClassLabel):
         labels = list(feature.names)
@@ -280,12 +182,7 @@ def load_splits(data_args: DataArguments):
         if data_args.max_train_samples is not None:
             splits["train"] = splits["train"].take(data_args.max_train_samples)
         return splits, text_column, labels  # a plain dict: DatasetDict holds no stream
-    if data_args.max_train_samples is not None:
-        splits["train"] = splits["train"].select(range(min(data_args.max_train_samples, len(splits["train"]))))
-    if data_args.max_eval_samples is not None:
-        for name in ("validation", "test"):
-            if name in splits:
-                splits[name] = splits[name].select(range(min(data_args.max_eval_samples, len(splits[name]))))
+    truncate(splits, data_args.max_train_samples, data_args.max_eval_samples)
     return datasets.DatasetDict(splits), text_column, labels
 
 
@@ -346,7 +243,7 @@ def run(model_args: ModelArguments, data_args: DataArguments, training_args: Ato
     file, or `predictions_<split>.tsv`), saves model and tokenizer; returns (trainer, results)."""
     import datasets
 
-    check_arguments(data_args, training_args)
+    check_streaming(data_args.streaming, training_args.max_steps)
     set_seed(training_args.seed)
     splits, text_column, labels = load_splits(data_args)
     streamed = isinstance(splits["train"], datasets.IterableDataset)

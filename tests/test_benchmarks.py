@@ -65,3 +65,15 @@ def test_input_pipeline_script_runs_both_pixel_paths(tmp_path):
     assert all(row["images_per_s"] > 0 and row["images_per_cpu_s"] > 0 for row in report["rows"])
     assert set(report["stage_ms_per_image"]) == {"decode + RGB", "random crop + flip", "processor", "fast pixels"}
     assert "| pixels | DataLoader workers | images/s (wall) | images per CPU-second |" in result.stdout
+
+
+def test_gan_benchmark_grid_runs_the_recipes_it_names():
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import gan_benchmarks
+
+    main = list(gan_benchmarks.runs("main"))
+    assert len(main) == 2 * 3 * len(gan_benchmarks.SEEDS) and len({name for name, _, _ in main}) == len(main)
+    for group in ("main", "ablations", "smnist", "smnist_long"):
+        for _, recipe, flags in gan_benchmarks.runs(group):
+            assert (REPO / "recipes" / recipe).is_file() and "--seed" in flags
+    assert gan_benchmarks.RESULTS == str(REPO / "docs" / "results" / "gan")  # where gan_summarize.py reads

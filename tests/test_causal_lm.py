@@ -76,7 +76,12 @@ def read_results(folder: Path) -> dict:
     return json.loads((folder / "results.json").read_text())
 
 
-def test_per_line_examples_on_raw_poem_tsv(tmp_path, tiny_lms):
+def test_per_line_examples_on_raw_poem_tsv(tmp_path, tiny_lms, monkeypatch):
+    import _common
+
+    written = []
+    write_results = _common.write_results
+    monkeypatch.setattr(_common, "write_results", lambda *a: written.append(a[0]) or write_results(*a))
     write_poem_tsv(tmp_path / "train.tsv")
     write_poem_tsv(tmp_path / "dev.tsv", VERSES[:4])
     out = tmp_path / "out"
@@ -97,11 +102,18 @@ def test_per_line_examples_on_raw_poem_tsv(tmp_path, tiny_lms):
             *COMMON,
         ]
     )
-    assert read_results(out) == json.loads(json.dumps(result))
+    assert read_results(out) == json.loads(json.dumps(result)) and written == [str(out)]  # results.json once
     assert result["text_column"] == "verse_text" and result["num_train"] == 8 and result["num_validation"] == 4
-    for split in ("validation", "test"):
+    for split, prefix in (("validation", "eval"), ("test", "test")):
         assert result[split]["perplexity"] == pytest.approx(math.exp(result[split]["loss"]))
         assert result[split]["atom_pairs"] > 0 and "atom_loss" in result[split]
+        # run_clm's convention: the Trainer's own metrics file carries the perplexity too
+        saved = json.loads((out / f"{prefix}_results.json").read_text())
+        assert (
+            saved[f"{prefix}_perplexity"]
+            == result[split]["perplexity"]
+            == pytest.approx(math.exp(saved[f"{prefix}_loss"]))
+        )
     model = hf_atom.AutoAtomModel.from_pretrained(out)
     assert type(model).__name__ == "AtomLlamaForCausalLM" and model.config.pad_token_id is not None
     assert (out / "tokenizer_config.json").is_file() and (out / "README.md").is_file()

@@ -10,6 +10,7 @@ import sys
 import pytest
 import torch
 
+import hf_atom
 from hf_atom.metrics import (
     kl_to_uniform,
     mixture_mode_metrics,
@@ -151,7 +152,7 @@ def test_gan_losses_match_their_formulas():
 
 
 def test_mixture_networks_follow_the_protocol_shapes():
-    from gan_mixture import MixtureDiscriminator, MixtureGenerator
+    from _gan_networks import MixtureDiscriminator, MixtureGenerator
 
     generator = MixtureGenerator(2, 400, 4)
     out, hidden = generator(torch.randn(5, 2), return_hidden=True)
@@ -171,8 +172,8 @@ def test_mixture_networks_follow_the_protocol_shapes():
         (["--method", "pacgan", "--pack_size", "0"], "--pack_size"),
         (["--method", "atom", "--atom_tokens", "7"], "must divide --hidden_size"),
         (["--atom_layer", "5"], "out of range"),
-        (["--method", "atom", "--atom_weight", "-1"], "weight"),
-        (["--method", "atom", "--atom_step", "sideways"], "step"),
+        (["--method", "atom", "--atom_weight", "-1"], "--atom_weight must be >= 0.0, got -1.0"),
+        (["--method", "atom", "--atom_charge_target", "2"], "--atom_charge_target must be <= 1.0"),
     ],
 )
 def test_bad_mixture_arguments_fail_at_parsing(flags, message, tmp_path):
@@ -180,6 +181,35 @@ def test_bad_mixture_arguments_fail_at_parsing(flags, message, tmp_path):
 
     with pytest.raises(ValueError, match=message):
         parse(["--output_dir", str(tmp_path), *flags])
+
+
+def test_gan_atom_flags_are_atom_configs_fields(tmp_path, capsys):
+    """The GAN recipes' atom settings are AtomConfig's own fields (type, choices, default, help), not copies."""
+    import dataclasses
+    import typing
+
+    from _gan_common import NOT_GAN_SETTINGS, AtomGanArguments
+    from gan_mixture import parse
+
+    flags = {spec.name: spec for spec in dataclasses.fields(AtomGanArguments)}
+    hints = typing.get_type_hints(AtomGanArguments)
+    for spec in dataclasses.fields(hf_atom.AtomConfig):
+        if spec.name in NOT_GAN_SETTINGS:
+            assert "atom_" + spec.name not in flags
+            continue
+        flag = flags["atom_" + spec.name]
+        assert (flag.default, flag.metadata["help"]) == (spec.default, spec.metadata["help"]), spec.name
+        assert hints[flag.name] == typing.get_type_hints(hf_atom.AtomConfig)[spec.name], spec.name
+    _, _, atom_args = parse(
+        ["--output_dir", str(tmp_path), "--method", "atom", "--atom_token_reduction", "sum", "--atom_norm_ord", "inf"]
+    )
+    assert atom_args.atom_config == hf_atom.AtomConfig(token_reduction="sum", norm_ord=float("inf"))
+    # Choices come from AtomConfig's Literal types, refused by argparse as HfArgumentParser refuses them.
+    with pytest.raises(SystemExit):
+        parse(["--output_dir", str(tmp_path), "--atom_step", "sideways"])
+    assert "--atom_step: invalid choice: 'sideways'" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="--atom_head_type must be a registered head type"):
+        parse(["--output_dir", str(tmp_path), "--atom_head_type", "nope"])
 
 
 def test_bad_stacked_mnist_arguments_fail_at_parsing(tmp_path):
@@ -203,7 +233,8 @@ TINY_MIXTURE = ["--max_steps", "3", "--batch_size", "8", "--hidden_size", "16", 
 @pytest.mark.parametrize("dataset", ["ring", "grid"])
 @pytest.mark.parametrize("method", ["gan", "atom", "pacgan"])
 def test_mixture_smoke_run(dataset, method, tmp_path):
-    from gan_mixture import MixtureGenerator, main
+    from _gan_networks import MixtureGenerator
+    from gan_mixture import main
 
     out = tmp_path / "run"
     results = main(["--dataset", dataset, "--method", method, "--output_dir", str(out), *TINY_MIXTURE])
@@ -220,7 +251,8 @@ def test_mixture_smoke_run(dataset, method, tmp_path):
 
 
 def test_pacgan_discriminator_sees_packed_samples(tmp_path):
-    from gan_mixture import MixtureDiscriminator, main
+    from _gan_networks import MixtureDiscriminator
+    from gan_mixture import main
 
     out = tmp_path / "run"
     main(["--method", "pacgan", "--pack_size", "3", "--save_steps", "3", "--output_dir", str(out), *TINY_MIXTURE])
@@ -269,7 +301,7 @@ def test_stacked_mnist_smoke_run(method, tmp_path):
 
 @pytest.mark.parametrize("layer", [1, -1])
 def test_atom_gradient_reaches_the_mixture_generators_first_layer(layer):
-    from gan_mixture import MixtureGenerator
+    from _gan_networks import MixtureGenerator
 
     from hf_atom import AtomConfig, AtomRegularizer, mlp_tokens
 
@@ -300,7 +332,8 @@ def test_atom_gradient_reaches_the_dcgan_generators_first_layer():
 
 def test_atom_run_differs_from_gan_run_only_through_the_atom_term(tmp_path):
     # Same seed: lambda = 0 gives the gan control's generator exactly; lambda > 0 changes it.
-    from gan_mixture import MixtureGenerator, main
+    from _gan_networks import MixtureGenerator
+    from gan_mixture import main
 
     def generator_after(method, weight):
         out = tmp_path / f"{method}_{weight}"

@@ -4,6 +4,7 @@ import json
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import pytest
 from transformers import HfArgumentParser
@@ -22,6 +23,8 @@ class Example:
     threads: int | None = None
     quiet: bool = False
     plot: bool = True
+    mode: Literal["fast", "exact"] = "fast"
+    size: str = field(default="s", metadata={"choices": ["s", "m"]})
 
 
 COMMAND_LINES = [
@@ -30,6 +33,7 @@ COMMAND_LINES = [
     ["--output_dir", "o", "--quiet", "--no_plot"],
     ["--output_dir", "o", "--quiet", "false", "--plot", "false"],
     ["--output_dir", "o", "--quiet", "true", "--plot", "yes"],
+    ["--output_dir", "o", "--mode", "exact", "--size", "m"],
 ]
 
 
@@ -53,6 +57,10 @@ def test_config_files_and_errors(tmp_path, capsys):
     with pytest.raises(SystemExit):
         parse_arguments((Example,), ["--output_dir", "o", "--quiet", "maybe"])
     assert "Truthy value expected" in capsys.readouterr().err
+    for flag, value in (("--mode", "quick"), ("--size", "xl")):  # Literal and metadata choices, as HfArgumentParser
+        with pytest.raises(SystemExit):
+            parse_arguments((Example,), ["--output_dir", "o", flag, value])
+        assert f"{flag}: invalid choice: '{value}'" in capsys.readouterr().err
 
     @dataclass
     class Unreadable:

@@ -110,12 +110,44 @@ def test_image_recipe_on_imagefolder_cnn_baseline(tmp_path, image_folder, archit
 def test_image_recipe_errors(tmp_path, image_folder):
     with pytest.raises(ValueError, match="needs --train_dir"):
         image_classification.main(["--dataset_name", "imagefolder", "--output_dir", str(tmp_path), *COMMON])
-    with pytest.raises(ValueError, match="--image_column 'photo' is not a column"):
+    with pytest.raises(ValueError, match="No image column 'photo' among"):
         image_classification.main(
             ["--train_dir", str(image_folder), "--image_column", "photo", "--output_dir", str(tmp_path), *COMMON]
         )
     with pytest.raises(ValueError, match="Could not load dataset 'no-such/dataset'"):
         image_classification.main(["--dataset_name", "no-such/dataset", "--output_dir", str(tmp_path), *COMMON])
+    # The user's remove_unused_columns is never changed behind their back: asked for, it is refused by name.
+    with pytest.raises(ValueError, match="remove_unused_columns=True makes the Trainer drop the raw image column"):
+        image_classification.main(["--remove_unused_columns", "true", "--output_dir", str(tmp_path), *COMMON])
+
+
+def test_image_recipe_defaults_remove_unused_columns_to_false(tmp_path):
+    import _common
+    import _image
+
+    arguments = (_image.ModelArguments, _image.DataArguments, hf_atom.AtomTrainingArguments)
+    flags = ["--output_dir", str(tmp_path)]
+    *_, default = _common.parse_arguments(arguments, flags, defaults=_image.TRAINING_DEFAULTS)
+    *_, chosen = _common.parse_arguments(
+        arguments, [*flags, "--remove_unused_columns", "true"], defaults=_image.TRAINING_DEFAULTS
+    )
+    *_, elsewhere = _common.parse_arguments(arguments, flags)  # other recipes keep the Trainer's default
+    assert (default.remove_unused_columns, chosen.remove_unused_columns, elsewhere.remove_unused_columns) == (
+        False,
+        True,
+        True,
+    )
+    config = tmp_path / "args.yaml"
+    config.write_text(f"output_dir: {tmp_path}\n")
+    assert (
+        _common.parse_arguments(arguments, [str(config)], defaults=_image.TRAINING_DEFAULTS)[2].remove_unused_columns
+        is False
+    )
+    config.write_text(f"output_dir: {tmp_path}\nremove_unused_columns: true\n")
+    assert (
+        _common.parse_arguments(arguments, [str(config)], defaults=_image.TRAINING_DEFAULTS)[2].remove_unused_columns
+        is True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -300,7 +332,12 @@ IMAGE_SCRATCH = ["--image_size", "16", "--per_device_train_batch_size", "4"]
 
 
 @pytest.mark.parametrize("streaming", [False, True])
-def test_image_recipe_on_imagenet_layout_predicts_unlabelled_test(tmp_path, streaming):
+def test_image_recipe_on_imagenet_layout_predicts_unlabelled_test(tmp_path, streaming, monkeypatch):
+    from _image_transforms import FastPixels
+
+    built = []
+    from_processor = FastPixels.from_processor
+    monkeypatch.setattr(FastPixels, "from_processor", lambda processor: built.append(1) or from_processor(processor))
     data = write_imagenet_layout(tmp_path / "imagenet-1k")
     out = tmp_path / "out"
     image_classification.main(
@@ -318,6 +355,7 @@ def test_image_recipe_on_imagenet_layout_predicts_unlabelled_test(tmp_path, stre
         ]
     )
     result = results(out)
+    assert result["image_pipeline"] == "fast" and len(built) == 1  # one FastPixels for every transform of the run
     assert result["unlabelled_splits"] == ["test"] and "test" not in result  # predicted, not scored
     assert set(result["validation"]) >= {"accuracy", "mcc", "atom_loss"} and result["num_validation"] == 6
     assert result["streaming"] is streaming and result["num_test"] == 5
@@ -446,7 +484,7 @@ def test_text_recipe_predicts_local_unlabelled_test_file(tmp_path, tiny_text_mod
 
 
 def test_check_label_ids_hand_made_cases():
-    from _common import check_label_ids
+    from _data import check_label_ids
 
     labels = ["a", "b", "c"]
     assert check_label_ids("test", None, labels) is False  # no label column
@@ -491,6 +529,7 @@ def test_augmentation_differs_across_workers_and_ranks_and_reruns_the_same():
 
 
 def test_fast_pixels_match_the_processor():
+    import _image
     import transformers
     from _image_transforms import FastPixels
 
@@ -512,26 +551,63 @@ def test_fast_pixels_match_the_processor():
     centre_crop = transformers.BitImageProcessor()  # shortest-edge resize + centre crop: not reproduced
     assert FastPixels.from_processor(centre_crop) is None
     with pytest.raises(ValueError, match="--image_pipeline fast reproduces fixed-size processors"):
-        image_classification.pixel_pipeline(image_classification.DataArguments(image_pipeline="fast"), centre_crop)
+        _image.pixel_pipeline(_image.DataArguments(image_pipeline="fast"), centre_crop)
+    assert _image.pixel_pipeline(_image.DataArguments(), centre_crop) is None  # the processor path
+
+
+RECIPE_MODULES = sorted(path.stem for path in (REPO / "recipes").glob("*.py"))
+RECIPES = [name for name in RECIPE_MODULES if not name.startswith("_")]  # the scripts; `_*` are their helpers
 
 
 def test_recipes_need_hf_atom_installed_and_leave_sys_path_alone():
-    code = """
-import sys
+    assert {"causal_lm", "gan_mixture", "image_classification", "main_job"} <= set(RECIPES)
+    code = f"""
+import importlib, sys
 sys.path.insert(0, "recipes")
 before = list(sys.path)
-import _common
-print("path unchanged:", sys.path == before)
-del sys.modules["_common"]
-sys.modules["hf_atom"] = None  # as if hf_atom were not installed
-try:
-    import _common
-except ImportError as error:
-    print("error:", error)
+for name in {RECIPE_MODULES!r}:
+    importlib.import_module(name)
+    print(name, "path unchanged:", sys.path == before)
 """
-    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
-    assert "path unchanged: True" in completed.stdout, completed.stderr[-2000:]
-    assert "error: The recipes need the hf_atom package: run `pip install -e" in completed.stdout, completed.stdout
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert completed.stdout.splitlines() == [f"{name} path unchanged: True" for name in RECIPE_MODULES], (
+        completed.stderr[-2000:]
+    )
+    code = f"""
+import importlib, sys
+sys.path.insert(0, "recipes")
+sys.modules["hf_atom"] = None  # as if hf_atom were not installed
+for name in {RECIPES!r}:
+    for loaded in [m for m in sys.modules if m.split(".")[0] in {RECIPE_MODULES!r}]:
+        del sys.modules[loaded]  # each recipe imports its helpers afresh
+    try:
+        importlib.import_module(name)
+        print(name, "imported")
+    except ImportError as error:
+        print(name, "error:", error)
+"""
+    completed = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=300)
+    lines = completed.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == RECIPES, completed.stderr[-2000:]
+    for line in lines:
+        assert "error: The recipes need the hf_atom package: run `pip install -e" in line, line
+
+
+def test_no_recipe_imports_another_recipe():
+    """Recipes share code one way: through the `_*` helpers, never by importing a sibling recipe."""
+    import ast
+
+    for name in RECIPE_MODULES:
+        tree = ast.parse((REPO / "recipes" / f"{name}.py").read_text())
+        imported = {
+            alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names
+        }
+        imported |= {
+            node.module.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module
+        }
+        assert not imported & set(RECIPES) - {name}, (
+            f"recipes/{name}.py imports the recipe(s) {sorted(imported & set(RECIPES))}"
+        )
 
 
 def test_text_recipe_streaming_argument_errors(tmp_path, tiny_text_models):
