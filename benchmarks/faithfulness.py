@@ -1,17 +1,24 @@
-"""Can token importance be trusted? Localisation on pets3 and a deletion test, for models trained with the recipes.
+"""Is token importance faithful? Atom q against the attribution methods people use, on the same samples and metrics.
 
-    python benchmarks/faithfulness.py --image_model out/pets3-atom --pets_dir ../shared/data/pets3 \\
-        --text_model out/poem-atom --text_file ../shared/data/poem_sentiment/test.tsv
+    python benchmarks/faithfulness.py --text_model outputs/faith/poem_atom_s0 outputs/faith/poem_base_s0 \\
+        --text_file ../shared/data/poem_sentiment/test.tsv
+    python benchmarks/faithfulness.py --image_model out/pets3-atom --pets_dir ../shared/data/pets3
 
-Image model (pets3 test split, the recipe's fixed seeded split):
-- localisation: per-image AUROC of a patch score against the trimap foreground (pet = positive, background =
-  negative, patches that are mostly border ignored), and the pointing game (is the top patch on the pet?), for
-  |q|, for the signed q, for the class-token attention of the last layer (averaged over heads), and for a random
-  map;
-- deletion: masking the k patches of highest |q| (pixels set to the normalised mean, 0) against k random patches:
-  mean drop of the predicted class's probability and share of changed predictions.
-Text model: the same deletion test with the top 20% tokens (by |q|, special tokens excluded) replaced by [MASK].
-Prints tables and writes JSON.
+Methods (hf_atom.attribution, one home each): q, |q|, last-layer attention, attention rollout, Captum's Integrated
+Gradients (`--ig_steps`, baseline: scored tokens -> [MASK], images: the normalised mean image, 0), Saliency,
+InputXGradient, occlusion (text: one token at a time -> [MASK]; images: one patch-sized window per patch -> 0) and a
+seeded random map. Every method explains the predicted class's softmax probability of the same model on the same
+samples, scored by the same code, one sample at a time and the methods side by side for each sample.
+
+Metrics (definitions and sources in docs/INTERPRETATION.md):
+- deletion / insertion AUC: the predicted class's probability while the most important units (text: non-special
+  tokens; images: patches) are removed (deletion, lower = more faithful) or restored into a fully removed input
+  (insertion, higher = more faithful), at 0, 10, ..., 50 % of the units, trapezoid area divided by the 0.5 range;
+- ERASER comprehensiveness and sufficiency (DeYoung et al., ACL 2020) at the top 10/20/50 %: p(x) - p(x without the
+  top k %) (higher = better) and p(x) - p(top k % only) (lower = better), removed units replaced, not deleted;
+- images also: AUROC of the patch scores against the pets3 trimap foreground and the pointing game;
+- cost: backbone forwards and backwards per sample (counted with `PassCounter`) and milliseconds per sample.
+Prints tables and writes JSON (rewritten after each model, so a cut-off run keeps what it finished).
 """
 
 from __future__ import annotations
@@ -19,7 +26,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import platform
 import sys
+import time
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -29,6 +39,161 @@ sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
 
 from hf_atom import AutoAtomModel  # noqa: E402
+from hf_atom.attribution import PassCounter, get_attribution_method  # noqa: E402
+
+FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
+ERASER_FRACTIONS = (0.1, 0.2, 0.5)
+METHODS = ("q", "abs_q", "attention", "rollout", "ig", "saliency", "input_x_gradient", "occlusion", "random")
+
+
+# -- metrics (pure: a ranking and a probability function of the removed units) ----------------------------------
+
+
+def curve_auc(fractions: Sequence[float], values: Sequence[float]) -> float:
+    """Area under a deletion / insertion curve, divided by the fraction range: the mean probability over it."""
+    fractions, values = np.asarray(fractions, dtype=float), np.asarray(values, dtype=float)
+    return float(np.trapezoid(values, fractions) / (fractions[-1] - fractions[0]))
+
+
+def removal_sets(order: Sequence[int], units: int) -> dict[str, list[np.ndarray]]:
+    """The boolean "removed" masks (over `units`) each metric evaluates, for a ranking `order` (most important
+    first, over the scored units only): deletion and insertion at `FRACTIONS`, comprehensiveness and sufficiency at
+    `ERASER_FRACTIONS`. k = round(fraction * len(order)), at least 1 for a non-zero fraction."""
+    order = np.asarray(order, dtype=int)
+    n = len(order)
+
+    def top(fraction: float) -> np.ndarray:
+        k = 0 if fraction == 0 else max(1, int(round(fraction * n)))
+        removed = np.zeros(units, dtype=bool)
+        removed[order[:k]] = True
+        return removed
+
+    everything = np.zeros(units, dtype=bool)
+    everything[order] = True
+    return {
+        "deletion": [top(f) for f in FRACTIONS],
+        "insertion": [everything & ~top(f) for f in FRACTIONS],
+        "comprehensiveness": [top(f) for f in ERASER_FRACTIONS],
+        "sufficiency": [everything & ~top(f) for f in ERASER_FRACTIONS],
+    }
+
+
+def faithfulness_metrics(
+    order: Sequence[int], units: int, probability: Callable[[list[np.ndarray]], np.ndarray], original: float
+) -> dict[str, float]:
+    """Every metric for one sample and one ranking. `probability(removed_masks)` returns the target class's
+    probability with each mask's units removed (one batched call); `original` is p(x)."""
+    sets = removal_sets(order, units)
+    names = list(sets)
+    flat = [mask for name in names for mask in sets[name]]
+    values = np.asarray(probability(flat), dtype=float)
+    out, start = {}, 0
+    for name in names:
+        part = values[start : start + len(sets[name])]
+        start += len(sets[name])
+        if name in ("deletion", "insertion"):
+            out[f"{name}_auc"] = curve_auc(FRACTIONS, part)
+        else:
+            for fraction, value in zip(ERASER_FRACTIONS, part):
+                out[f"{name}@{int(fraction * 100)}"] = float(original - value)
+    return out
+
+
+def ranking(scores: torch.Tensor, mask: torch.Tensor) -> np.ndarray:
+    """Scored units, highest score first (ties: earlier position first)."""
+    positions = torch.nonzero(mask).flatten()
+    values = scores[positions].double().numpy()
+    return positions.numpy()[np.argsort(-values, kind="stable")]
+
+
+# -- studies ------------------------------------------------------------------------------------------------------
+
+
+def _settings(name: str, args) -> dict:
+    return {"ig": {"n_steps": args.ig_steps, "internal_batch_size": args.ig_steps}, "random": {"seed": args.seed}}.get(
+        name, {}
+    )
+
+
+def _attribute(method, model, inputs, **kwargs):
+    """One attribution with its cost: (attribution, forwards, backwards, milliseconds)."""
+    start = time.perf_counter()
+    with PassCounter(model) as passes:
+        attribution = method(model, inputs, **kwargs)
+    return attribution, passes.forwards, passes.backwards, 1000 * (time.perf_counter() - start)
+
+
+def _summarise(per_sample: dict[str, list[dict]]) -> dict:
+    """Mean and standard deviation over samples of every metric and cost, per method."""
+    summary = {}
+    for name, rows in per_sample.items():
+        keys = rows[0].keys()
+        summary[name] = {
+            key: {"mean": float(np.nanmean([r[key] for r in rows])), "std": float(np.nanstd([r[key] for r in rows]))}
+            for key in keys
+        }
+    return summary
+
+
+def read_texts(text_file: str, max_samples: int | None) -> list[str]:
+    """Texts of a TSV (Poem Sentiment: id, verse, label; CoLA: source, label, mark, sentence) or one per line."""
+    texts = []
+    with open(text_file, encoding="utf-8") as handle:
+        for line in handle:
+            if not line.strip():
+                continue
+            fields = line.rstrip("\n").split("\t")
+            texts.append(fields[1] if len(fields) == 3 else fields[-1])
+    return texts[:max_samples]
+
+
+def text_study(model_dir: str, texts: list[str], methods: Sequence[str], args) -> dict:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoAtomModel.from_pretrained(model_dir).eval()
+    replacement = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
+    built = {name: get_attribution_method(name, **_settings(name, args)) for name in methods}
+    per_sample: dict[str, list[dict]] = {name: [] for name in methods}
+    deltas = []
+    for text in texts:
+        encoded = tokenizer(text, return_tensors="pt", return_special_tokens_mask=True, truncation=True)
+        ids, attention_mask = encoded["input_ids"], encoded["attention_mask"]
+        with torch.no_grad():
+            probabilities = model(input_ids=ids, attention_mask=attention_mask).logits.softmax(-1)[0]
+        target = int(probabilities.argmax())
+
+        def probability(removed: list[np.ndarray], ids=ids, attention_mask=attention_mask, target=target):
+            batch = ids.repeat(len(removed), 1)
+            batch[torch.as_tensor(np.stack(removed))] = replacement
+            with torch.no_grad():
+                logits = model(input_ids=batch, attention_mask=attention_mask.repeat(len(removed), 1)).logits
+            return logits.softmax(-1)[:, target].numpy()
+
+        for name, method in built.items():
+            attribution, forwards, backwards, ms = _attribute(
+                method, model, encoded, baseline_token_id=replacement, target=torch.tensor([target])
+            )
+            if attribution.delta is not None:
+                deltas.append(float(attribution.delta.abs().max()))
+            order = ranking(attribution.scores[0], attribution.mask[0])
+            row = faithfulness_metrics(order, ids.shape[1], probability, float(probabilities[target]))
+            per_sample[name].append({**row, "forwards": forwards, "backwards": backwards, "ms": ms})
+    return {
+        "model": model_dir,
+        "atom_weight": _atom_weight(model_dir),
+        "texts": len(texts),
+        "methods": _summarise(per_sample),
+        "ig_abs_delta_max": max(deltas) if deltas else None,
+    }
+
+
+def _atom_weight(model_dir: str) -> float | None:
+    path = os.path.join(model_dir, "results.json")
+    if os.path.isfile(path):
+        with open(path) as handle:
+            return json.load(handle).get("atom_weight")
+    return None
 
 
 def pets_test_split(pets_dir: str, split_seed: int):
@@ -80,200 +245,137 @@ def auroc(scores: np.ndarray, labels: np.ndarray) -> float:
     return float(roc_auc_score(labels[keep], scores[keep]))
 
 
-@torch.no_grad()
-def image_study(
-    model_dir: str,
-    pets_dir: str,
-    split_seed: int,
-    ks: list[int],
-    draws: int,
-    seed: int,
-    max_samples: int | None = None,
-) -> dict:
+def image_study(model_dir: str, pets_dir: str, methods: Sequence[str], args) -> dict:
     from PIL import Image
     from transformers import AutoImageProcessor
 
     processor = AutoImageProcessor.from_pretrained(model_dir)
     model = AutoAtomModel.from_pretrained(model_dir, attn_implementation="eager").eval()
-    paths, _ = pets_test_split(pets_dir, split_seed)
-    paths = paths[:max_samples]
-    rng = np.random.default_rng(seed)
-    per_image = {"abs_q": [], "q": [], "cls_attention": [], "random": []}
-    pointing = {name: [] for name in per_image}
-    deletion = {k: {"top_abs_q": [], "random": []} for k in ks}
+    paths, _ = pets_test_split(pets_dir, args.split_seed)
+    paths = paths[: args.max_samples]
+    built = {name: get_attribution_method(name, **_settings(name, args)) for name in methods}
+    per_sample: dict[str, list[dict]] = {name: [] for name in methods}
     for path in paths:
         pixels = processor(Image.open(path).convert("RGB"), return_tensors="pt")["pixel_values"]
-        importance = model.token_importance(pixel_values=pixels)
-        rows, cols = importance.grid_shape
-        q = importance.grid()[0].numpy().reshape(-1)
-        abs_q = np.abs(q)
-        outputs = model(pixel_values=pixels, output_attentions=True)
-        prefix = outputs.attentions[-1].shape[-1] - rows * cols
-        attention = outputs.attentions[-1][0, :, 0, prefix:].mean(0).numpy()
-        labels = trimap_patch_labels(
-            os.path.join(pets_dir, "trimaps", os.path.splitext(os.path.basename(path))[0] + ".png"),
-            processor,
-            (rows, cols),
-        )
-        scores_by_name = {"abs_q": abs_q, "q": q, "cls_attention": attention, "random": rng.random(rows * cols)}
-        for name, scores in scores_by_name.items():
-            per_image[name].append(auroc(scores, labels))
-            pointing[name].append(float(labels[int(np.argmax(scores))] == 1))
+        with torch.no_grad():
+            probabilities = model(pixel_values=pixels).logits.softmax(-1)[0]
+        target = int(probabilities.argmax())
+        trimap = os.path.join(pets_dir, "trimaps", os.path.splitext(os.path.basename(path))[0] + ".png")
+        for name, method in built.items():
+            attribution, forwards, backwards, ms = _attribute(method, model, {"pixel_values": pixels})
+            rows, cols = attribution.grid_shape
+            patch_h, patch_w = attribution.cell_size
 
-        probabilities = outputs.logits.softmax(-1)[0]
-        predicted = int(probabilities.argmax())
-        patch_h, patch_w = (int(c) for c in importance.cell_size)
+            def probability(removed, pixels=pixels, target=target, cols=cols, cell=(patch_h, patch_w)):
+                batch = pixels.repeat(len(removed), 1, 1, 1)
+                for i, mask in enumerate(removed):
+                    for patch in np.nonzero(mask)[0]:
+                        r, c = divmod(int(patch), cols)
+                        batch[i, :, r * cell[0] : (r + 1) * cell[0], c * cell[1] : (c + 1) * cell[1]] = 0.0
+                with torch.no_grad():
+                    return model(pixel_values=batch).logits.softmax(-1)[:, target].numpy()
 
-        def masked_probability(
-            patches: np.ndarray,
-            pixels=pixels,
-            predicted=predicted,
-            cols=cols,
-            cell=(patch_h, patch_w),
-            probabilities=probabilities,
-        ) -> tuple[float, bool]:
-            masked = pixels.clone()
-            height, width = cell
-            for patch in patches:
-                r, c = divmod(int(patch), cols)
-                masked[..., r * height : (r + 1) * height, c * width : (c + 1) * width] = 0.0
-            probs = model(pixel_values=masked).logits.softmax(-1)[0]
-            return float(probabilities[predicted] - probs[predicted]), int(probs.argmax()) != predicted
-
-        order = np.argsort(-abs_q)
-        for k in ks:
-            deletion[k]["top_abs_q"].append(masked_probability(order[:k]))
-            deletion[k]["random"].append(
-                np.mean(
-                    [masked_probability(rng.choice(rows * cols, k, replace=False)) for _ in range(draws)], axis=0
-                ).tolist()
+            scores = attribution.scores[0]
+            labels = trimap_patch_labels(trimap, processor, (rows, cols))
+            row = faithfulness_metrics(
+                ranking(scores, attribution.mask[0]), rows * cols, probability, float(probabilities[target])
             )
+            row["auroc"] = auroc(scores.numpy(), labels)
+            row["pointing_game"] = float(labels[int(np.nanargmax(scores.numpy()))] == 1)
+            per_sample[name].append({**row, "forwards": forwards, "backwards": backwards, "ms": ms})
     return {
         "model": model_dir,
+        "atom_weight": _atom_weight(model_dir),
         "images": len(paths),
-        "auroc_mean": {name: float(np.nanmean(v)) for name, v in per_image.items()},
-        "auroc_std": {name: float(np.nanstd(v)) for name, v in per_image.items()},
-        "pointing_game": {name: float(np.mean(v)) for name, v in pointing.items()},
-        "deletion": {
-            str(k): {
-                name: {
-                    "probability_drop": float(np.mean([d for d, _ in v])),
-                    "prediction_changed": float(np.mean([f for _, f in v])),
-                }
-                for name, v in runs.items()
-            }
-            for k, runs in deletion.items()
-        },
-        "patches": rows * cols,
+        "methods": _summarise(per_sample),
     }
 
 
-@torch.no_grad()
-def text_study(
-    model_dir: str, text_file: str, fraction: float, draws: int, seed: int, max_samples: int | None = None
-) -> dict:
-    from transformers import AutoTokenizer
+# -- report -------------------------------------------------------------------------------------------------------
 
-    tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoAtomModel.from_pretrained(model_dir).eval()
-    with open(text_file, encoding="utf-8") as handle:
-        texts = [line.rstrip("\n").split("\t")[1] for line in handle if line.strip()][:max_samples]
-    replacement = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.unk_token_id
-    rng = np.random.default_rng(seed)
-    results = {"top_abs_q": [], "random": []}
-    for text in texts:
-        encoded = tokenizer(text, return_tensors="pt", return_special_tokens_mask=True)
-        special = encoded.pop("special_tokens_mask")[0].bool()
-        importance = model.token_importance(**encoded)
-        probabilities = importance.logits.softmax(-1)[0]
-        predicted = int(probabilities.argmax())
-        candidates = torch.nonzero(~special).flatten().numpy()
-        k = max(1, int(round(fraction * len(candidates))))
+COLUMNS = (
+    ("deletion_auc", "deletion AUC ↓"),
+    ("insertion_auc", "insertion AUC ↑"),
+    ("comprehensiveness@10", "comp@10 ↑"),
+    ("comprehensiveness@20", "comp@20 ↑"),
+    ("comprehensiveness@50", "comp@50 ↑"),
+    ("sufficiency@10", "suff@10 ↓"),
+    ("sufficiency@20", "suff@20 ↓"),
+    ("sufficiency@50", "suff@50 ↓"),
+    ("auroc", "AUROC vs trimap ↑"),
+    ("pointing_game", "pointing ↑"),
+    ("forwards", "forwards / sample"),
+    ("backwards", "backwards / sample"),
+    ("ms", "ms / sample"),
+)
 
-        def masked_probability(
-            positions: np.ndarray, encoded=encoded, predicted=predicted, probabilities=probabilities
-        ) -> tuple[float, bool]:
-            ids = encoded["input_ids"].clone()
-            ids[0, positions] = replacement
-            probs = model(input_ids=ids, attention_mask=encoded["attention_mask"]).logits.softmax(-1)[0]
-            return float(probabilities[predicted] - probs[predicted]), int(probs.argmax()) != predicted
 
-        scores = importance.q[0].abs().numpy()[candidates]
-        results["top_abs_q"].append(masked_probability(candidates[np.argsort(-scores)[:k]]))
-        results["random"].append(
-            np.mean(
-                [masked_probability(rng.choice(candidates, k, replace=False)) for _ in range(draws)], axis=0
-            ).tolist()
-        )
+def print_table(study: dict) -> None:
+    methods = study["methods"]
+    columns = [(key, title) for key, title in COLUMNS if key in next(iter(methods.values()))]
+    print(
+        f"\n{study['model']} (atom_weight {study['atom_weight']}, {study.get('texts', study.get('images'))} samples)\n"
+    )
+    print("| method | " + " | ".join(title for _, title in columns) + " |")
+    print("| --- |" + " --- |" * len(columns))
+    for name, values in methods.items():
+        cells = [
+            f"{values[key]['mean']:.4g}" if key in ("forwards", "backwards", "ms") else f"{values[key]['mean']:.3f}"
+            for key, _ in columns
+        ]
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def machine() -> dict:
     return {
-        "model": model_dir,
-        "texts": len(texts),
-        "fraction_masked": fraction,
-        "deletion": {
-            name: {
-                "probability_drop": float(np.mean([d for d, _ in v])),
-                "prediction_changed": float(np.mean([f for _, f in v])),
-            }
-            for name, v in results.items()
-        },
+        "platform": platform.platform(),
+        "cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),
+        "torch": torch.__version__,
     }
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--image_model", nargs="*", default=[], help="Image atom model folder(s) (pets3).")
+    parser.add_argument("--image_model", nargs="*", default=[], help="Image model folder(s) (pets3).")
     parser.add_argument("--pets_dir", default=os.path.join(ROOT, "..", "shared", "data", "pets3"))
     parser.add_argument("--split_seed", type=int, default=0)
-    parser.add_argument("--ks", type=int, nargs="+", default=[16, 64])
-    parser.add_argument("--text_model", nargs="*", default=[], help="Text atom model folder(s).")
+    parser.add_argument("--text_model", nargs="*", default=[], help="Text model folder(s).")
     parser.add_argument(
         "--text_file", default=os.path.join(ROOT, "..", "shared", "data", "poem_sentiment", "test.tsv")
     )
-    parser.add_argument("--text_fraction", type=float, default=0.2)
-    parser.add_argument("--draws", type=int, default=5, help="Random draws averaged per sample.")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), help=f"Default: {' '.join(METHODS)}.")
+    parser.add_argument("--ig_steps", type=int, default=50, help="Integrated Gradients points (Captum's default).")
+    parser.add_argument("--seed", type=int, default=0, help="Seed of the random map.")
     parser.add_argument("--max_samples", type=int, default=None, help="Only the first N test images / texts.")
     parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "faithfulness.json")
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
+    for name in args.methods:
+        get_attribution_method(name)  # an unknown name stops here, before any model is loaded
     torch.manual_seed(args.seed)
-    report = {
-        "image": [
-            image_study(m, args.pets_dir, args.split_seed, args.ks, args.draws, args.seed, args.max_samples)
-            for m in args.image_model
-        ],
-        "text": [
-            text_study(m, args.text_file, args.text_fraction, args.draws, args.seed, args.max_samples)
-            for m in args.text_model
-        ],
-    }
-    for study in report["image"]:
-        print(
-            f"\nLocalisation on pets3 test ({study['images']} images, {study['patches']} patches): {study['model']}\n"
-        )
-        print("| patch score | AUROC vs trimap (mean ± std over images) | pointing game |")
-        print("| --- | --- | --- |")
-        for name in study["auroc_mean"]:
-            print(
-                f"| {name} | {study['auroc_mean'][name]:.3f} ± {study['auroc_std'][name]:.3f} | {study['pointing_game'][name]:.3f} |"
-            )
-        print("\n| patches masked | by | mean drop of predicted-class probability | predictions changed |")
-        print("| --- | --- | --- | --- |")
-        for k, runs in study["deletion"].items():
-            for name, values in runs.items():
-                print(f"| {k} | {name} | {values['probability_drop']:.4f} | {values['prediction_changed']:.3f} |")
-    for study in report["text"]:
-        print(
-            f"\nDeletion on {study['texts']} texts, {study['fraction_masked']:.0%} of tokens -> [MASK]: {study['model']}\n"
-        )
-        print("| tokens masked by | mean drop of predicted-class probability | predictions changed |")
-        print("| --- | --- | --- |")
-        for name, values in study["deletion"].items():
-            print(f"| {name} | {values['probability_drop']:.4f} | {values['prediction_changed']:.3f} |")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as handle:
-        json.dump(report, handle, indent=2)
+    report = {"machine_start": machine(), "settings": {k: v for k, v in vars(args).items() if k != "out"}}
+    report.update(image=[], text=[])
+
+    def write() -> None:
+        os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+        report["machine_end"] = machine()
+        with open(args.out + ".tmp", "w") as handle:
+            json.dump(report, handle, indent=2)
+        os.replace(args.out + ".tmp", args.out)
+
+    texts = read_texts(args.text_file, args.max_samples) if args.text_model else []
+    for model_dir in args.text_model:
+        report["text"].append(text_study(model_dir, texts, args.methods, args))
+        print_table(report["text"][-1])
+        write()
+    for model_dir in args.image_model:
+        report["image"].append(image_study(model_dir, args.pets_dir, args.methods, args))
+        print_table(report["image"][-1])
+        write()
+    write()
     print(f"\nwritten {args.out}")
 
 

@@ -1,11 +1,14 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
 """The `hf-atom` command line.
 
-    hf-atom explain MODEL_DIR INPUT [INPUT ...] --out DIR [--batch_size N] [--device cpu] [--allow_output_in_input]
+    hf-atom explain MODEL_DIR INPUT [INPUT ...] --out DIR [--method q|attention|rollout|ig|saliency|occlusion|all]
+        [--batch_size N] [--device cpu] [--allow_output_in_input]
 
 MODEL_DIR is any folder `AutoAtomModel` loads (a recipe's output, a checkpoint) with its image processor or
 tokenizer. INPUTs: image files or folders for image models; `.txt` files (one text per line) or literal texts for
 text models. Writes one PNG per image (and HTML + PNG per text) plus `index.html` into DIR. Runs on CPU, offline.
+`--method` picks what is drawn: q (default), another attribution method of `hf_atom.attribution` (Captum's need
+`pip install -e ".[interpret]"`), or `all`: one panel per method, DIR/<method>/, and DIR/index.html linking them.
 
 Bad input (a missing model folder, an unreadable image named directly, an output folder that is a file or holds the
 inputs, a batch size below 1, an unknown device) ends with one line naming it, and exit code 2.
@@ -37,6 +40,15 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _method(name: str) -> str:
+    from .attribution import ATTRIBUTION_METHODS
+
+    choices = ["q", *(m for m in ATTRIBUTION_METHODS if m != "q"), "all"]
+    if name not in choices:
+        raise argparse.ArgumentTypeError(f"unknown method {name!r}; choose one of {', '.join(choices)}")
+    return name
+
+
 def _device(name: str):
     import torch
 
@@ -51,8 +63,10 @@ def _device(name: str):
 
 
 def _explain(args: argparse.Namespace) -> int:
-    from .explain import Explainer, check_output_folder
+    from .attribution import ATTRIBUTION_METHODS, require_captum
+    from .explain import ALL_METHODS, Explainer, check_output_folder
     from .explain_inputs import check_output_folder_free
+    from .explain_pages import write_method_index
 
     # everything that needs no model is checked before the (slow) model load
     if os.path.exists(args.out) and not os.path.isdir(args.out):
@@ -68,18 +82,40 @@ def _explain(args: argparse.Namespace) -> int:
         args.allow_output_in_input,
     )
     check_output_folder_free(args.out, args.overwrite, existing)
+    methods = list(ALL_METHODS) if args.method == "all" else [args.method]
+    if any(ATTRIBUTION_METHODS.get(name) and ATTRIBUTION_METHODS[name].needs_captum for name in methods):
+        try:
+            require_captum()
+        except ImportError as error:
+            raise ValueError(str(error)) from None
     device = _device(args.device)
-    explainer = Explainer.from_pretrained(args.model_dir, batch_size=args.batch_size)
+    explainer = Explainer.from_pretrained(args.model_dir, batch_size=args.batch_size, method=methods[0])
     explainer.model.to(device)
-    explanations = explainer.export(
-        args.inputs, args.out, allow_output_in_input=args.allow_output_in_input, overwrite=args.overwrite
-    )
+    if args.method != "all":
+        _report(explainer.export(args.inputs, args.out, **_export_options(args)), args.out)
+        return 0
+    if not hasattr(explainer.model, "token_importance"):
+        methods = [m for m in methods if m != "q"]  # a plain model has no charges
+    os.makedirs(args.out, exist_ok=True)
+    for name in methods:
+        panel = Explainer(explainer.model, explainer.processor, batch_size=args.batch_size, method=name)
+        _report(panel.export(args.inputs, os.path.join(args.out, name), **_export_options(args)), args.out, name)
+    write_method_index(methods, args.out)
+    print(f"{len(methods)} methods; open {os.path.join(args.out, 'index.html')}")
+    return 0
+
+
+def _export_options(args: argparse.Namespace) -> dict:
+    return {"allow_output_in_input": args.allow_output_in_input, "overwrite": args.overwrite}
+
+
+def _report(explanations: list, out: str, method: str | None = None) -> None:
     for explanation in explanations:
         label = f" -> {explanation.prediction}" if explanation.prediction else ""
         source = explanation.source if explanation.kind == "image" else explanation.source[:60]
         print(f"{source}{label}: {', '.join(explanation.files)}")
-    print(f"{len(explanations)} explained; open {os.path.join(args.out, 'index.html')}")
-    return 0
+    where = os.path.join(out, method, "index.html") if method else os.path.join(out, "index.html")
+    print(f"{method + ': ' if method else ''}{len(explanations)} explained; open {where}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -89,6 +125,13 @@ def build_parser() -> argparse.ArgumentParser:
     explain.add_argument("model_dir", help="Folder of an atom model with its image processor or tokenizer.")
     explain.add_argument("inputs", nargs="+", help="Image files/folders, .txt files (one text per line) or texts.")
     explain.add_argument("--out", required=True, help="Output folder for the PNG/HTML files and index.html.")
+    explain.add_argument(
+        "--method",
+        type=_method,
+        default="q",
+        help="What to draw: q (default), attention, rollout, ig, saliency, input_x_gradient, occlusion, abs_q, random, "
+        "or all (one panel per method, in DIR/<method>/).",
+    )
     explain.add_argument("--batch_size", type=_positive_int, default=16, help="Inputs per forward pass (>= 1).")
     explain.add_argument("--device", default="cpu", help="torch device to run the model on (cpu, cuda, ...).")
     explain.add_argument(

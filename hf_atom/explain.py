@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from transformers.utils import logging
 
+from .attribution import get_attribution_method, require_captum
 from .explain_inputs import (
     IMAGE_EXTENSIONS,
     check_output_folder,
@@ -32,11 +33,22 @@ from .explain_inputs import (
 from .explain_pages import page, write_index
 from .importance import TokenImportance
 from .output_files import OutputFolderLock, atomic_write_text, check_inside
-from .visualize import render_image_importance, render_text_importance, text_importance_html
+from .visualize import LABEL, render_image_importance, render_text_importance, text_importance_html
 
 logger = logging.get_logger(__name__)
 
-__all__ = ["IMAGE_EXTENSIONS", "Explainer", "Explanation", "check_output_folder", "text_pieces", "write_index"]
+# what `hf-atom explain --method all` draws, one panel each (abs_q repeats q; random is a control, by name only)
+ALL_METHODS = ("q", "attention", "rollout", "ig", "saliency", "input_x_gradient", "occlusion")
+
+__all__ = [
+    "ALL_METHODS",
+    "IMAGE_EXTENSIONS",
+    "Explainer",
+    "Explanation",
+    "check_output_folder",
+    "text_pieces",
+    "write_index",
+]
 
 
 @dataclass
@@ -88,13 +100,24 @@ class Explainer:
     """Runs an atom model on images or texts and renders its token importance.
 
     Args:
-        model: an atom model (`AutoAtomModel.from_pretrained`, `with_atom`).
+        model: an atom model (`AutoAtomModel.from_pretrained`, `with_atom`); any classifier for methods other than q.
         processor: its image processor (images) or tokenizer (text).
+        method (`str`): `"q"` (the atom heads' charges, default) or any name in
+            `hf_atom.attribution.ATTRIBUTION_METHODS` (`attention`, `rollout`, `ig`, `saliency`, `input_x_gradient`,
+            `occlusion`, ...); other methods' scores are divided by each sample's largest |score| for the picture.
+        method_settings: passed to the method (e.g. `n_steps=50` for `ig`).
     """
 
-    def __init__(self, model, processor, *, batch_size: int = 16):
+    def __init__(self, model, processor, *, batch_size: int = 16, method: str = "q", **method_settings: Any):
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
             raise ValueError(f"`batch_size` (--batch_size) must be a positive integer, got {batch_size!r}.")
+        self.method = method
+        # q keeps its own path (special tokens shown with their charge); every method is built here, so an unknown
+        # name or a missing Captum stops before any file is written
+        self.attribution = None if method == "q" else get_attribution_method(method, **method_settings)
+        if self.attribution is not None and self.attribution.needs_captum:
+            require_captum()
+        self.label = LABEL if method == "q" else f"{method} / max |{method}| per sample"
         self.model = model.eval()
         self.processor = processor
         self.batch_size = batch_size
@@ -169,9 +192,14 @@ class Explainer:
         for start in range(0, len(images), self.batch_size):
             batch = [image.convert("RGB") for image in images[start : start + self.batch_size]]
             pixel_values = self.processor(batch, return_tensors="pt")["pixel_values"].to(self.model.device)
-            importance = self.model.token_importance(pixel_values=pixel_values)
-            grids = importance.grid().numpy()
-            labels = self._label(importance.logits)
+            if self.attribution is None:
+                importance = self.model.token_importance(pixel_values=pixel_values)
+                grids, logits = importance.grid().numpy(), importance.logits
+            else:
+                attribution = self.attribution(self.model, {"pixel_values": pixel_values})
+                grids = attribution.normalized().reshape(-1, *attribution.grid_shape).numpy()
+                logits = attribution.probabilities
+            labels = self._label(logits)
             for offset, grid in enumerate(grids):
                 name = names[start + offset]
                 explanation = Explanation("image", name, labels[offset] if labels else None, grid)
@@ -182,7 +210,9 @@ class Explainer:
                     title = (
                         f"{Path(name).name}: predicted {explanation.prediction}" if explanation.prediction else None
                     )
-                    render_image_importance(self._displayable(pixel_values[offset]), grid, path, title=title)
+                    render_image_importance(
+                        self._displayable(pixel_values[offset]), grid, path, title=title, label=self.label
+                    )
                     explanation.files.append(path)
                 results.append(explanation)
         return results
@@ -209,9 +239,13 @@ class Explainer:
                 max_length=self._max_text_length(),
                 return_tensors="pt",
                 return_offsets_mapping=bool(getattr(self.processor, "is_fast", False)),
+                return_special_tokens_mask=self.attribution is not None,
             )
             inputs = {k: v.to(self.model.device) for k, v in encoded.items() if k != "offset_mapping"}
-            importance = self.model.token_importance(**inputs, offset_mapping=encoded.get("offset_mapping"))
+            if self.attribution is None:
+                importance = self.model.token_importance(**inputs, offset_mapping=encoded.get("offset_mapping"))
+            else:
+                importance = self._text_attribution(inputs, encoded.get("offset_mapping"))
             labels = self._label(importance.logits)
             for offset, text in enumerate(batch):
                 index = start + offset
@@ -221,13 +255,26 @@ class Explainer:
                 if out_dir is not None:
                     title = f"predicted {explanation.prediction}" if explanation.prediction else None
                     html_path = os.path.join(out_dir, f"text_{index:04d}.html")
-                    atomic_write_text(html_path, page(text_importance_html(pieces, title)))
+                    atomic_write_text(html_path, page(text_importance_html(pieces, title, label=self.label)))
                     png_path = render_text_importance(
-                        pieces, os.path.join(out_dir, f"text_{index:04d}.png"), title=title
+                        pieces, os.path.join(out_dir, f"text_{index:04d}.png"), title=title, label=self.label
                     )
                     explanation.files += [html_path, png_path]
                 results.append(explanation)
         return results
+
+    def _text_attribution(self, inputs: dict, offsets: torch.Tensor | None) -> TokenImportance:
+        """Another method's scores in the layout q uses (scaled to [-1, 1]); special tokens and padding unscored."""
+        tokenizer = self.processor
+        baseline = tokenizer.mask_token_id if tokenizer.mask_token_id is not None else tokenizer.pad_token_id
+        attribution = self.attribution(self.model, inputs, baseline_token_id=baseline)
+        return TokenImportance(
+            q=attribution.normalized().nan_to_num(0.0),
+            mask=attribution.mask,
+            input_ids=inputs["input_ids"].cpu(),
+            offsets=None if offsets is None else torch.as_tensor(offsets).cpu(),
+            logits=attribution.probabilities,
+        )
 
     # -- batch export -------------------------------------------------------------------------------------------
 

@@ -15,7 +15,7 @@ from .output_files import atomic_write_text
 if TYPE_CHECKING:
     from .explain import Explanation
 
-__all__ = ["page", "write_index"]
+__all__ = ["page", "write_index", "write_method_index"]
 
 
 def page(body: str) -> str:
@@ -39,4 +39,20 @@ def write_index(explanations: list[Explanation], out_dir: str, *, skipped: Seque
     for source, reason in skipped:
         items.append(f"<p>skipped {html.escape(source)}: {html.escape(reason)}</p>")
     body = "<h2>Token importance (q: red +, blue -, white 0)</h2>" + "\n".join(items)
+    atomic_write_text(os.path.join(out_dir, "index.html"), page(body))
+
+
+def write_method_index(methods: Sequence[str], out_dir: str) -> None:
+    """Writes `index.html` in `out_dir` over the per-method panels of `hf-atom explain --method all`: each method's
+    pictures in a row, linked to its own index."""
+    rows = []
+    for method in methods:
+        pngs = sorted(str(p.relative_to(out_dir)) for p in Path(out_dir, method).rglob("*.png"))
+        images = "".join(
+            f'<img src="{html.escape(urllib.parse.quote(Path(png).as_posix()))}" style="max-width:32%">'
+            for png in pngs
+        )
+        link = html.escape(urllib.parse.quote(f"{method}/index.html"))
+        rows.append(f'<h3><a href="{link}">{html.escape(method)}</a></h3><div>{images}</div>')
+    body = "<h2>Token importance by method (each scaled to its own largest value)</h2>" + "\n".join(rows)
     atomic_write_text(os.path.join(out_dir, "index.html"), page(body))

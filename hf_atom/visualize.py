@@ -17,6 +17,7 @@ from .output_files import atomic_write
 __all__ = ["CMAP", "charge_colors", "render_image_importance", "render_text_importance", "text_importance_html"]
 
 CMAP = "RdBu_r"  # blue (-1) - white (0) - red (+1)
+LABEL = "token importance q"
 
 
 def _matplotlib():
@@ -41,10 +42,10 @@ def charge_colors(q: Sequence[float]) -> np.ndarray:
     return matplotlib.colormaps[CMAP](norm(np.clip(np.asarray(q, dtype=float), -1.0, 1.0)))
 
 
-def _legend(fig, axis, mappable) -> None:
+def _legend(fig, axis, mappable, label: str) -> None:
     bar = fig.colorbar(mappable, ax=axis, fraction=0.046, pad=0.04, ticks=[-1, 0, 1])
     bar.ax.set_yticklabels(["-1 (neg.)", "0 (neutral)", "+1 (pos.)"])
-    bar.set_label("token importance q")
+    bar.set_label(label, parse_math=False)
 
 
 def render_image_importance(
@@ -54,6 +55,7 @@ def render_image_importance(
     *,
     title: str | None = None,
     alpha: float = 0.6,
+    label: str = LABEL,
 ) -> str:
     """Saves a PNG: the image, and q as a heat map over it (each patch / feature-map cell one colour).
 
@@ -61,6 +63,7 @@ def render_image_importance(
         image (`np.ndarray` of shape `(H, W, 3)` or `(H, W)`): the picture as the model saw it, values in [0, 1].
         grid (`np.ndarray` of shape `(rows, cols)`): q per patch (NaN for cells outside the atom).
         path (`str`): where to write the PNG.
+        label (`str`): what the colours show (another attribution method's name, scaled to [-1, 1]).
     """
     matplotlib, new_figure, norm = _matplotlib()
     image = np.clip(np.asarray(image, dtype=float), 0.0, 1.0)
@@ -82,8 +85,8 @@ def render_image_importance(
         interpolation="nearest",
         extent=(0, width, height, 0),
     )
-    axes[1].set_title("importance q over patches")
-    _legend(fig, axes[1], mappable)
+    axes[1].set_title(f"{label} over patches", parse_math=False)
+    _legend(fig, axes[1], mappable, label)
     if title:
         fig.suptitle(title, parse_math=False)  # a file name or label is text, never mathtext
     fig.tight_layout()
@@ -95,7 +98,9 @@ def _hex(color: np.ndarray) -> str:
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
-def text_importance_html(pieces: Sequence[tuple[str, float | None]], title: str | None = None) -> str:
+def text_importance_html(
+    pieces: Sequence[tuple[str, float | None]], title: str | None = None, *, label: str = LABEL
+) -> str:
     """An HTML fragment with each piece of text on its importance colour (None: plain text, e.g. spaces).
 
     Each coloured piece carries its value in a tooltip and a `data-q` attribute.
@@ -112,18 +117,23 @@ def text_importance_html(pieces: Sequence[tuple[str, float | None]], title: str 
                 f'style="background:{_hex(next(colors))};padding:1px 0;border-radius:2px">{html.escape(text)}</span>'
             )
     legend = "".join(
-        f'<span style="background:{_hex(c)};padding:0 6px;margin-right:2px">{label}</span>'
-        for c, label in zip(charge_colors([-1.0, -0.5, 0.0, 0.5, 1.0]), ["-1", "-0.5", "0", "+0.5", "+1"])
+        f'<span style="background:{_hex(c)};padding:0 6px;margin-right:2px">{tick}</span>'
+        for c, tick in zip(charge_colors([-1.0, -0.5, 0.0, 0.5, 1.0]), ["-1", "-0.5", "0", "+0.5", "+1"])
     )
     heading = f"<h3>{html.escape(title)}</h3>" if title else ""
     return (
         f'<div class="atom-importance">{heading}<p style="font-family:monospace;font-size:15px;line-height:1.9">'
-        f'{"".join(spans)}</p><p style="font-size:12px">token importance q: {legend}</p></div>'
+        f'{"".join(spans)}</p><p style="font-size:12px">{html.escape(label)}: {legend}</p></div>'
     )
 
 
 def render_text_importance(
-    pieces: Sequence[tuple[str, float | None]], path: str, *, title: str | None = None, width: float = 9.0
+    pieces: Sequence[tuple[str, float | None]],
+    path: str,
+    *,
+    title: str | None = None,
+    width: float = 9.0,
+    label: str = LABEL,
 ) -> str:
     """Saves a PNG with the text laid out in order, each coloured piece on its importance colour, and a legend."""
     matplotlib, new_figure, norm = _matplotlib()
@@ -178,5 +188,5 @@ def render_text_importance(
     mappable = matplotlib.cm.ScalarMappable(norm=norm, cmap=CMAP)
     bar = fig.colorbar(mappable, cax=axis, orientation="horizontal", ticks=[-1, 0, 1])
     bar.ax.set_xticklabels(["-1", "0 (neutral)", "+1"])
-    bar.ax.set_title("token importance q", fontsize=9)
+    bar.ax.set_title(label, fontsize=9, parse_math=False)
     return atomic_write(path, fig.savefig)  # whole or absent, never through a link at `path`

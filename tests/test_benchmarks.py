@@ -77,3 +77,48 @@ def test_gan_benchmark_grid_runs_the_recipes_it_names():
         for _, recipe, flags in gan_benchmarks.runs(group):
             assert (REPO / "recipes" / recipe).is_file() and "--seed" in flags
     assert gan_benchmarks.RESULTS == str(REPO / "docs" / "results" / "gan")  # where gan_summarize.py reads
+
+
+def test_faithfulness_script_scores_every_method_with_its_cost(tmp_path):
+    sys.path.insert(0, str(REPO / "tests"))
+    import torch
+    from tiny_models import bert, tiny_tokenizer
+
+    from hf_atom import with_atom
+
+    torch.manual_seed(0)
+    with_atom(bert()).save_pretrained(tmp_path / "model")
+    tiny_tokenizer().save_pretrained(tmp_path / "model")
+    (tmp_path / "test.tsv").write_text(
+        "0\tthe cat sat on the mat\t1\n1\ta dog ran far away\t0\n2\tgreen ideas sleep\t1\n"
+    )
+    out = tmp_path / "faithfulness.json"
+    argv = ["--text_model", str(tmp_path / "model"), "--text_file", str(tmp_path / "test.tsv"), "--ig_steps", "4"]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "benchmarks" / "faithfulness.py"), *argv, "--max_samples", "2", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    (study,) = json.loads(out.read_text())["text"]
+    assert study["texts"] == 2
+    methods = study["methods"]
+    assert set(methods) == {
+        "q",
+        "abs_q",
+        "attention",
+        "rollout",
+        "ig",
+        "saliency",
+        "input_x_gradient",
+        "occlusion",
+        "random",
+    }
+    assert methods["ig"]["forwards"]["mean"] == 1 + 4 + 2 and methods["ig"]["backwards"]["mean"] == 4
+    assert methods["q"]["forwards"]["mean"] == 1 and methods["q"]["backwards"]["mean"] == 0
+    assert methods["occlusion"]["forwards"]["mean"] == ((3 + 6) + (3 + 5)) / 2  # tokens + 3 per text
+    for values in methods.values():
+        assert 0 <= values["deletion_auc"]["mean"] <= 1 and values["ms"]["mean"] > 0
+        assert {"comprehensiveness@10", "sufficiency@50", "insertion_auc"} <= set(values)
+    assert "| method | deletion AUC ↓ |" in result.stdout

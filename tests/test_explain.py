@@ -317,3 +317,50 @@ def test_large_images_are_reduced_when_read(tmp_path):
     Image.new("L", (3 * MAX_IMAGE_SIDE, MAX_IMAGE_SIDE)).save(path)
     image = read_image(path)
     assert image.mode == "RGB" and image.size == (MAX_IMAGE_SIDE, round(MAX_IMAGE_SIDE / 3))
+
+
+# -- other attribution methods (--method) -------------------------------------------------------------------------
+
+
+def test_method_all_writes_one_panel_per_method(image_model_dir, image_files, text_model_dir, tmp_path, capsys):
+    from hf_atom.explain import ALL_METHODS
+
+    out = tmp_path / "all"
+    assert cli(["explain", str(text_model_dir), "the cat sat", "a dog", "--out", str(out), "--method", "all"]) == 0
+    assert sorted(p.name for p in out.iterdir() if p.is_dir()) == sorted(ALL_METHODS)
+    for method in ALL_METHODS:
+        assert sorted(p.name for p in (out / method).glob("*.png")) == ["text_0000.png", "text_0001.png"]
+        page = (out / method / "text_0000.html").read_text()
+        # the scaled scores are drawn: special tokens are unscored for every method but q, which shows them by name
+        assert ("[CLS]" in page) == (method == "q") and page.count('class="atom-token"') >= 3
+    index = (out / "index.html").read_text()
+    assert all(f'href="{method}/index.html"' in index for method in ALL_METHODS) and index.count("<img") == 14
+    images = tmp_path / "all_images"
+    assert cli(["explain", str(image_model_dir), str(image_files), "--out", str(images), "--method", "all"]) == 0
+    for method in ALL_METHODS:
+        assert sorted(p.name for p in (images / method).glob("*.png")) == ["a.png.png", "b.jpg.png"]
+    assert "7 methods" in capsys.readouterr().out
+
+
+def test_a_method_other_than_q_scales_its_scores(text_model_dir, tmp_path):
+    explainer = Explainer.from_pretrained(text_model_dir, method="occlusion")
+    (explanation,) = explainer.explain_texts(["the cat sat on the mat"], str(tmp_path))
+    assert explanation.importance.shape == (6,)  # the six words; [CLS] and [SEP] unscored
+    assert np.abs(explanation.importance).max() == pytest.approx(1.0)
+    assert "occlusion / max |occlusion| per sample" in Path(explanation.files[0]).read_text()
+
+
+def test_unknown_method_and_missing_captum_are_one_line_errors(text_model_dir, tmp_path, capsys, monkeypatch):
+    import sys
+
+    with pytest.raises(SystemExit) as exit_info:
+        cli(["explain", str(text_model_dir), "a dog", "--out", str(tmp_path / "x"), "--method", "gradcam"])
+    assert exit_info.value.code == 2
+    assert "unknown method 'gradcam'; choose one of q, abs_q, attention" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "captum", None)
+    monkeypatch.setitem(sys.modules, "captum.attr", None)
+    assert cli(["explain", str(text_model_dir), "a dog", "--out", str(tmp_path / "y"), "--method", "ig"]) == 2
+    error = capsys.readouterr().err
+    assert 'needs Captum, which is not installed: `pip install -e ".[interpret]"`' in error
+    assert len(error.strip().splitlines()) == 1 and not (tmp_path / "y").exists()
+    assert cli(["explain", str(text_model_dir), "a dog", "--out", str(tmp_path / "z"), "--method", "rollout"]) == 0
