@@ -3,6 +3,7 @@
     python benchmarks/faithfulness.py --text_model outputs/faith/poem_atom_s0 outputs/faith/poem_base_s0 \\
         --text_file ../shared/data/poem_sentiment/test.tsv
     python benchmarks/faithfulness.py --image_model out/pets3-atom --pets_dir ../shared/data/pets3
+    python benchmarks/faithfulness.py --summarize benchmarks/results/faithfulness_poem.json   # tables over seeds
 
 Methods (hf_atom.attribution, one home each): q, |q|, last-layer attention, attention rollout, Captum's Integrated
 Gradients (`--ig_steps`, baseline: scored tokens -> [MASK], images: the normalised mean image, 0), Saliency,
@@ -37,6 +38,7 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 sys.path.insert(0, os.path.join(ROOT, "recipes"))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from hf_atom import AutoAtomModel  # noqa: E402
 from hf_atom.attribution import PassCounter, get_attribution_method  # noqa: E402
@@ -291,6 +293,39 @@ def image_study(model_dir: str, pets_dir: str, methods: Sequence[str], args) -> 
     }
 
 
+def method_panel(model_dir: str, inputs: list[str], methods: Sequence[str], out_png: str, width: int = 560) -> str:
+    """One PNG: a row per method, a column per input, each cell the picture `hf-atom explain --method` draws."""
+    import tempfile
+
+    from PIL import Image
+
+    from hf_atom.explain import Explainer
+
+    first = Explainer.from_pretrained(model_dir, method=methods[0])
+    cells = []
+    with tempfile.TemporaryDirectory() as folder:
+        for name in methods:
+            explainer = Explainer(first.model, first.processor, method=name)
+            explanations = explainer.export(inputs, os.path.join(folder, name))
+            row = []
+            for explanation in explanations:
+                png = next(f for f in explanation.files if f.endswith(".png"))
+                with Image.open(png) as picture:
+                    picture = picture.convert("RGB")
+                    row.append(picture.resize((width, round(picture.height * width / picture.width))))
+            cells.append(row)
+    heights = [max(cell.height for cell in row) for row in cells]
+    panel = Image.new("RGB", (width * len(cells[0]), sum(heights)), "white")
+    top = 0
+    for row, height in zip(cells, heights):
+        for column, cell in enumerate(row):
+            panel.paste(cell, (column * width, top))
+        top += height
+    os.makedirs(os.path.dirname(os.path.abspath(out_png)), exist_ok=True)
+    panel.save(out_png)
+    return out_png
+
+
 # -- report -------------------------------------------------------------------------------------------------------
 
 COLUMNS = (
@@ -326,6 +361,50 @@ def print_table(study: dict) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def seed_summary(studies: list[dict]) -> dict:
+    """Per atom_weight (the atom models and the baselines), per method and metric: mean and sample std over the
+    models (one per seed) of each model's mean over samples."""
+    from _stats import mean_std
+
+    groups: dict[str, list[dict]] = {}
+    for study in studies:
+        groups.setdefault(str(study["atom_weight"]), []).append(study)
+    summary = {}
+    for weight, members in groups.items():
+        methods = members[0]["methods"]
+        summary[weight] = {
+            "models": [m["model"] for m in members],
+            "methods": {
+                name: {
+                    key: mean_std(m["methods"][name][key]["mean"] for m in members)._asdict() for key in methods[name]
+                }
+                for name in methods
+            },
+        }
+    return summary
+
+
+def print_seed_summary(summary: dict) -> None:
+    for weight, group in summary.items():
+        methods = group["methods"]
+        columns = [(key, title) for key, title in COLUMNS if key in next(iter(methods.values()))]
+        print(f"\natom_weight {weight}: mean ± std over {len(group['models'])} models (seeds)\n")
+        print("| method | " + " | ".join(title for _, title in columns) + " |")
+        print("| --- |" + " --- |" * len(columns))
+        for name, values in methods.items():
+            cells = []
+            for key, _ in columns:
+                mean, std = values[key]["mean"], values[key]["std"]
+                cells.append(
+                    f"{mean:.4g}"
+                    if key in ("forwards", "backwards")
+                    else f"{mean:.0f} ± {std:.0f}"
+                    if key == "ms"
+                    else f"{mean:.3f} ± {std:.3f}"
+                )
+            print(f"| {name} | " + " | ".join(cells) + " |")
+
+
 def machine() -> dict:
     return {
         "platform": platform.platform(),
@@ -352,7 +431,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "faithfulness.json")
     )
+    parser.add_argument("--panel_out", default=None, help="Also draw a panel PNG (rows: methods) of the first model.")
+    parser.add_argument("--panel_samples", type=int, default=4, help="Inputs in the panel (the first N).")
+    parser.add_argument("--summarize", default=None, help="Only print the over-seeds tables of a written JSON.")
     args = parser.parse_args(argv)
+    if args.summarize:
+        with open(args.summarize) as handle:
+            written = json.load(handle)
+        for kind in ("text", "image"):
+            if written.get(kind):
+                print_seed_summary(seed_summary(written[kind]))
+        return
     for name in args.methods:
         get_attribution_method(name)  # an unknown name stops here, before any model is loaded
     torch.manual_seed(args.seed)
@@ -366,15 +455,34 @@ def main(argv: Sequence[str] | None = None) -> None:
             json.dump(report, handle, indent=2)
         os.replace(args.out + ".tmp", args.out)
 
-    texts = read_texts(args.text_file, args.max_samples) if args.text_model else []
+    all_texts = read_texts(args.text_file, None) if args.text_model else []
+    texts = all_texts[: args.max_samples]
+    if args.panel_out:
+        from hf_atom.explain import ALL_METHODS
+
+        if args.text_model:
+            inputs, model_dir = all_texts[: args.panel_samples], args.text_model[0]
+        else:
+            inputs, model_dir = (
+                pets_test_split(args.pets_dir, args.split_seed)[0][: args.panel_samples],
+                args.image_model[0],
+            )
+        print(f"panel: {method_panel(model_dir, inputs, ALL_METHODS, args.panel_out)}")
+        if args.max_samples == 0:
+            return
     for model_dir in args.text_model:
         report["text"].append(text_study(model_dir, texts, args.methods, args))
         print_table(report["text"][-1])
+        report["text_over_seeds"] = seed_summary(report["text"])
         write()
     for model_dir in args.image_model:
         report["image"].append(image_study(model_dir, args.pets_dir, args.methods, args))
         print_table(report["image"][-1])
+        report["image_over_seeds"] = seed_summary(report["image"])
         write()
+    for kind in ("text", "image"):
+        if report.get(f"{kind}_over_seeds"):
+            print_seed_summary(report[f"{kind}_over_seeds"])
     write()
     print(f"\nwritten {args.out}")
 
