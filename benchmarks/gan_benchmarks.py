@@ -8,8 +8,9 @@
 
 Every run uses one thread (`--num_threads 1`): the budget of docs/GENERATION.md. Runs execute one after another in
 this process (imports once; each run re-seeds everything); `--subprocess` gives each run its own process. A run
-whose JSON already exists is skipped, so an interrupted grid resumes. Run JSON: `docs/results/gan/<group>/<name>.json`
-(the recipe's results.json without checkpoints); the full outputs stay in `outputs/gan/<group>/<name>/`.
+whose JSON already exists is skipped, so an interrupted grid resumes (the JSON is written whole or not at all, and a
+run without one starts over). Run JSON: `docs/results/gan/<group>/<name>.json` (the recipe's results.json without
+checkpoints); the full outputs stay in `outputs/gan/<group>/<name>/`.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ import shutil
 import subprocess
 import sys
 import time
+
+from hf_atom.output_files import atomic_write_text
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RESULTS = os.path.join(ROOT, "docs", "results", "gan")
@@ -97,8 +100,9 @@ def main() -> None:
         if os.path.exists(target):
             continue
         out = os.path.join(OUTPUTS, cli.group, name)
+        # no JSON yet: what an earlier, killed run left in `out` is started over
         command = [sys.executable, os.path.join(ROOT, "recipes", recipe), *flags, "--num_threads", "1",
-                   "--disable_tqdm", "true", "--output_dir", out]  # fmt: skip
+                   "--disable_tqdm", "true", "--overwrite_output_dir", "true", "--output_dir", out]  # fmt: skip
         print(" ".join(command[1:]), flush=True)
         if cli.dry_run:
             continue
@@ -114,8 +118,7 @@ def main() -> None:
         )
         results["process_wall_s"] = round(time.perf_counter() - start, 1)
         os.makedirs(os.path.dirname(target), exist_ok=True)
-        with open(target, "w", encoding="utf-8") as handle:
-            json.dump(results, handle, indent=1, sort_keys=True)
+        atomic_write_text(target, json.dumps(results, indent=1, sort_keys=True))  # whole, or absent and rerun
         if os.path.exists(os.path.join(out, "samples.png")):
             shutil.copy(os.path.join(out, "samples.png"), os.path.join(out, "..", f"{name}.png"))
         print(f"  done in {results['process_wall_s']} s", flush=True)

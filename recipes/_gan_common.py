@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import time
 import typing
@@ -19,10 +20,20 @@ from typing import Any
 
 import _requirements  # noqa: F401 - first: fails at start-up, naming the fix, without hf_atom
 import torch
+from _gan_checkpoints import (
+    check_output_dir,
+    check_same_settings,
+    checkpoint_to_resume,
+    clear_earlier_run,
+    load_checkpoint,
+    run_settings,
+    save_checkpoint,
+)
 from torch import nn
 from torch.nn import functional as F
 
 from hf_atom.configuration import AtomConfig, AtomConfigError
+from hf_atom.output_files import atomic_write_text
 from hf_atom.regularizer import ATOM_STATISTICS
 
 METHODS = ("gan", "atom", "pacgan")
@@ -53,7 +64,9 @@ class GanTrainingArguments:
     )
     pack_size: int = field(default=2, metadata={"help": "m, samples per discriminator input for `pacgan` (>= 1)."})
     max_steps: int = field(default=10_000, metadata={"help": "Generator (and discriminator) updates."})
-    batch_size: int = field(default=100, metadata={"help": "Samples per step (packed inputs per step for pacgan)."})
+    batch_size: int = field(
+        default=100, metadata={"help": "Samples per step (packed inputs per step for pacgan); >= 2 for BatchNorm."}
+    )
     learning_rate: float = field(default=1e-4, metadata={"help": "Adam learning rate of both networks."})
     lr_scheduler_type: str = field(
         default="constant",
@@ -66,6 +79,13 @@ class GanTrainingArguments:
     seed: int = field(default=0)
     eval_steps: int = field(default=0, metadata={"help": "Evaluate every this many steps (0: only at the end)."})
     save_steps: int = field(default=0, metadata={"help": "Full checkpoint (both networks, optimisers) every k steps."})
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "`true`: continue from the newest checkpoint in output_dir; or a checkpoint-<step> folder."},
+    )
+    overwrite_output_dir: bool = field(
+        default=False, metadata={"help": "Start over in an output_dir that holds an earlier run (deletes its files)."}
+    )
     num_threads: int | None = field(default=None, metadata={"help": "torch.set_num_threads (e.g. 1 on a shared CPU)."})
     disable_tqdm: bool = field(default=False)
     cpu: bool = field(default=False, metadata={"help": "Force the CPU even if a GPU is present."})
@@ -75,18 +95,26 @@ class GanTrainingArguments:
             raise ValueError(f"--method must be one of {METHODS}, got {self.method!r}.")
         if self.pack_size < 1:
             raise ValueError(f"--pack_size must be >= 1 (1 = no packing), got {self.pack_size}.")
-        for name in ("max_steps", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+        if self.max_steps < 1:
+            raise ValueError(f"--max_steps must be >= 1, got {self.max_steps}.")
+        if self.batch_size < 2:
+            raise ValueError(
+                f"--batch_size must be >= 2, got {self.batch_size}: the networks' BatchNorm layers need at least two "
+                "samples per batch."
+            )
         for name in ("eval_steps", "save_steps"):
             if getattr(self, name) < 0:
                 raise ValueError(f"--{name} must be >= 0 (0 = off), got {getattr(self, name)}.")
         if self.lr_scheduler_type not in LR_SCHEDULES:
             raise ValueError(f"--lr_scheduler_type must be one of {LR_SCHEDULES}, got {self.lr_scheduler_type!r}.")
-        if not self.learning_rate > 0:
-            raise ValueError(f"--learning_rate must be > 0, got {self.learning_rate}.")
+        if not (math.isfinite(self.learning_rate) and self.learning_rate > 0):
+            raise ValueError(f"--learning_rate must be a finite number > 0, got {self.learning_rate}.")
+        for name in ("adam_beta1", "adam_beta2"):
+            if not 0 <= getattr(self, name) < 1:  # also refuses NaN
+                raise ValueError(f"--{name} must be in [0, 1) (Adam's decay rate), got {getattr(self, name)}.")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError(f"--num_threads must be >= 1, got {self.num_threads}.")
+        check_output_dir(self.output_dir, self.resume_from_checkpoint, self.overwrite_output_dir)
 
     @property
     def effective_pack(self) -> int:
@@ -195,7 +223,10 @@ class GanParts:
 
     `generator(z, return_hidden=True)` must return `(samples, hidden_list)`; `tokens_fn(hidden_list)` turns the
     chosen layer into atom tokens (B, N, h); `sample_real(n)` and `sample_noise(n)` draw batches on the device;
-    `evaluate(generator, step)` returns a metrics dict (called under `torch.no_grad`).
+    `evaluate(generator, step)` returns a metrics dict (called under `torch.no_grad`). `random_streams` are the
+    run's own `torch.Generator`s (batches, noise, evaluation draws): checkpoints save them, so a resumed run draws
+    what the uninterrupted run would have. `settings` are the recipe's own (data, network) arguments, which a
+    resumed run must share.
     """
 
     generator: nn.Module
@@ -205,11 +236,23 @@ class GanParts:
     tokens_fn: Callable[[list], torch.Tensor]
     evaluate: Callable[[nn.Module, int], dict]
     token_width: int
+    random_streams: dict[str, torch.Generator] = field(default_factory=dict)
+    settings: dict[str, Any] = field(default_factory=dict)
+
+
+class GanDivergedError(FloatingPointError):
+    """A GAN loss became NaN or infinite: the run stops without writing results or checkpoints from that state."""
 
 
 def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArguments, accelerator) -> dict:
     """Alternating D / G updates (one each per step) for `args.max_steps` steps. Returns the run's results dict
-    (final metrics, history, wall time, atom statistics); saves checkpoints along the way."""
+    (final metrics, history, wall time, atom statistics, settings); saves checkpoints along the way and resumes from
+    one with `args.resume_from_checkpoint`.
+
+    Raises `GanDivergedError` when a loss is no longer finite. That is checked on the device at every step (no host
+    synchronisation) and read where the loop reads the host anyway: every 200 steps, before an evaluation, a
+    checkpoint and the results, so nothing is ever written from a diverged state.
+    """
     from tqdm.auto import tqdm
 
     generator, discriminator = parts.generator, parts.discriminator
@@ -237,12 +280,45 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         torch.optim.lr_scheduler.LambdaLR(opt, lambda i: lr_factor(i, args.max_steps, args.lr_scheduler_type))
         for opt in (d_opt, g_opt)
     ]
+    settings = run_settings(args, atom_args, parts.settings)
     m = args.effective_pack
     n = args.batch_size * m  # pacgan: B packed inputs of m samples each (as in PacGAN)
     history, atom_rows = [], []  # atom statistics stay on the device until the end: no host sync per step
+    first_step, wall_before = 1, 0.0
+    resume_path = checkpoint_to_resume(args.output_dir, args.resume_from_checkpoint)
+    if resume_path is not None:
+        state = load_checkpoint(accelerator, resume_path)
+        check_same_settings(state["settings"], settings, resume_path)
+        for scheduler, scheduler_state in zip(schedulers, state["schedulers"]):
+            scheduler.load_state_dict(scheduler_state)
+        for name, stream in parts.random_streams.items():
+            stream.set_state(state["random_streams"][name])
+        history = json.loads(state["history"])
+        atom_rows = [dict(zip(state["atom_rows"], row)) for row in zip(*state["atom_rows"].values())]
+        first_step, wall_before = state["step"] + 1, state["train_wall_s"]
+        d_loss, g_loss = state["losses"].to(accelerator.device).unbind()  # the last step's, if none is left
+        if accelerator.is_main_process:
+            print(f"Resuming from {resume_path} at step {state['step']} of {args.max_steps}.", flush=True)
+    elif args.overwrite_output_dir and accelerator.is_main_process:
+        clear_earlier_run(args.output_dir)
+    accelerator.wait_for_everyone()
+
+    # Steps since the start of this launch whose losses were all finite (on the device; read at the checks).
+    healthy = torch.ones((), dtype=torch.long, device=accelerator.device)
+    healthy_steps = torch.zeros((), dtype=torch.long, device=accelerator.device)
+
+    def check_finite(step: int) -> None:
+        done = int(healthy_steps)  # the one host read of a check
+        if done < step - first_step + 1:
+            raise GanDivergedError(
+                f"Training diverged: a loss became NaN or infinite at step {first_step + done} (--learning_rate "
+                f"{args.learning_rate}, --method {args.method}). No results or checkpoints were written from that "
+                "state. Lower --learning_rate (or --atom_weight), and start again with --overwrite_output_dir true."
+            )
+
     start = time.perf_counter()
     bar = tqdm(
-        range(1, args.max_steps + 1),
+        range(first_step, args.max_steps + 1),
         disable=args.disable_tqdm or not accelerator.is_local_main_process,
         mininterval=5.0,
         desc=f"{args.method}",
@@ -262,7 +338,15 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         g_loss = generator_loss(discriminator(pack(fake, m)))
         objective = g_loss
         if regularizer is not None:
-            out = regularizer(parts.tokens_fn(hidden))
+            try:
+                out = regularizer(parts.tokens_fn(hidden))
+            except ValueError as error:  # the loss's input check: a diverged generator's features
+                if "NaN or infinite" not in str(error):
+                    raise
+                raise GanDivergedError(
+                    f"Training diverged at step {step}: the generator's features are no longer finite ({error}). "
+                    "Lower --learning_rate or --atom_weight, and start again with --overwrite_output_dir true."
+                ) from error
             objective = g_loss + out.objective
             atom_rows.append(out.statistics())
         g_opt.zero_grad(set_to_none=True)
@@ -270,15 +354,33 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         g_opt.step()
         for scheduler in schedulers:
             scheduler.step()
+        healthy.mul_(torch.isfinite(d_loss) & torch.isfinite(objective))
+        healthy_steps.add_(healthy)
 
         if step % 200 == 0:
+            check_finite(step)
             bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
         if args.eval_steps and step % args.eval_steps == 0 and step < args.max_steps:
+            check_finite(step)
             history.append(_evaluate(parts, accelerator.unwrap_model(generator), step))
         if args.save_steps and step % args.save_steps == 0:
-            accelerator.save_state(os.path.join(args.output_dir, f"checkpoint-{step}"))
-    wall = time.perf_counter() - start
+            check_finite(step)
+            state = {
+                "step": step,
+                "schedulers": [scheduler.state_dict() for scheduler in schedulers],
+                "random_streams": {name: stream.get_state() for name, stream in parts.random_streams.items()},
+                "history": json.dumps(history),
+                "atom_rows": {name: torch.stack([row[name] for row in atom_rows]) for name in atom_rows[0]}
+                if atom_rows
+                else {},
+                "losses": torch.stack([d_loss.detach(), g_loss.detach()]),
+                "train_wall_s": wall_before + time.perf_counter() - start,
+                "settings": settings,
+            }
+            save_checkpoint(accelerator, args.output_dir, step, state)
+    wall = wall_before + time.perf_counter() - start
     bar.close()
+    check_finite(args.max_steps)
 
     final = _evaluate(parts, accelerator.unwrap_model(generator), args.max_steps)
     history.append(final)
@@ -291,6 +393,8 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         "atom_stats_mean": _column_means(atom_rows),
         "args": asdict(args),
         "atom_args": asdict(atom_args) if args.method == "atom" else None,
+        "settings": settings,
+        "resumed_from": resume_path,
         "num_processes": accelerator.num_processes,
         "device": str(accelerator.device),
         "torch_threads": torch.get_num_threads(),
@@ -327,10 +431,9 @@ def save_networks(output_dir: str, generator: nn.Module, discriminator: nn.Modul
 
 
 def write_json(path: str, payload: dict[str, Any]) -> str:
+    """Writes `payload` as JSON whole or not at all (a run killed while writing leaves no torn file)."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-    return path
+    return atomic_write_text(path, json.dumps(payload, indent=2, sort_keys=True, default=str))
 
 
 def make_accelerator(args: GanTrainingArguments):

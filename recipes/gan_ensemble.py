@@ -19,7 +19,6 @@ library's `AtomRegularizer` (one head per member). A run that is cut resumes fro
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
@@ -28,7 +27,7 @@ from dataclasses import asdict, dataclass, field
 
 import torch
 from _arguments import parse_arguments
-from _gan_common import AtomGanArguments, data_seed, lr_factor, resolve_layer
+from _gan_common import AtomGanArguments, data_seed, lr_factor, resolve_layer, write_json
 from _gan_networks import MixtureDiscriminator, MixtureGenerator
 from torch import nn
 from torch.nn import functional as F
@@ -613,17 +612,10 @@ def write_member_results(args, atom_args, ensemble, history, wall, atom_sum, dev
             "ensemble_wall_s": round(wall, 2),
             "settings": args.settings(),
         }
-        write_json_atomic(os.path.join(runs_dir, f"{member.name}.json"), payload)
+        write_json(os.path.join(runs_dir, f"{member.name}.json"), payload)
         summary["members"].append({"name": member.name, **history[i][-1]})
-    write_json_atomic(os.path.join(args.output_dir, "summary.json"), summary)
+    write_json(os.path.join(args.output_dir, "summary.json"), summary)
     return summary
-
-
-def write_json_atomic(path: str, payload: dict) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
-    os.replace(tmp, path)
 
 
 def parse(argv: Sequence[str] | None = None) -> tuple[EnsembleArguments, AtomGanArguments]:

@@ -14,10 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import torch
 from _arguments import parse_arguments
+from _gan_checkpoints import finished_results, run_settings
 from _gan_common import (
     AtomGanArguments,
     GanParts,
@@ -54,6 +55,11 @@ class MixtureArguments:
         for name in ("num_train", "num_eval_samples", "hidden_size", "num_hidden_layers", "disc_units", "disc_pieces"):
             if getattr(self, name) < 1:
                 raise ValueError(f"--{name} must be >= 1, got {getattr(self, name)}.")
+
+
+def data_settings(data_args: MixtureArguments) -> dict:
+    """The data and network settings a resumed run must share (the plot flag changes nothing trained)."""
+    return {name: value for name, value in asdict(data_args).items() if name != "plot"}
 
 
 def build_parts(data_args: MixtureArguments, args: GanTrainingArguments, atom_args: AtomGanArguments, device):
@@ -98,6 +104,8 @@ def build_parts(data_args: MixtureArguments, args: GanTrainingArguments, atom_ar
             tokens_fn=tokens_fn,
             evaluate=evaluate,
             token_width=data_args.hidden_size // atom_args.atom_tokens,
+            random_streams={"batches_and_noise": data_gen, "evaluation": eval_gen},
+            settings=data_settings(data_args),
         ),
         spec,
         train_set,
@@ -141,6 +149,10 @@ def parse(argv: Sequence[str] | None = None):
 
 def main(argv: Sequence[str] | None = None) -> dict:
     data_args, args, atom_args = parse(argv)
+    finished = finished_results(args, run_settings(args, atom_args, data_settings(data_args)))
+    if finished is not None:
+        print(f"{args.output_dir} holds this run, finished: nothing to train (results.json kept).")
+        return finished
     accelerator = make_accelerator(args)
     parts, spec, train_set, last = build_parts(data_args, args, atom_args, accelerator.device)
     results = train_gan(parts, args, atom_args, accelerator)

@@ -4,7 +4,8 @@ this recipe trains itself on the same MNIST images.
 Three digits drawn independently form the three channels of one 28 x 28 x 3 image; there are 10^3 modes. Data: the
 10,000 MNIST test images in `--data_dir` (IDX gzip; the 60k training set is not available offline here). The
 classifier trains on the first `--classifier_train` images and reports its accuracy on the rest; it is cached
-in `--classifier_dir` (`save_pretrained`) and reused by later runs. Atom tokens are the generator's feature-map
+in `--classifier_dir` (`save_pretrained`), in a subfolder keyed by its settings and data, and reused by later runs
+with the same ones. Atom tokens are the generator's feature-map
 cells (H*W tokens of C channels, docs/DESIGN.md, D5 and D7).
 
     python recipes/gan_stacked_mnist.py --method atom --max_steps 1500 --seed 0 --num_threads 1 \
@@ -16,15 +17,18 @@ cells (H*W tokens of C channels, docs/DESIGN.md, D5 and D7).
 from __future__ import annotations
 
 import gzip
+import hashlib
 import json
 import os
+import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
 from _arguments import parse_arguments
+from _gan_checkpoints import finished_results, run_settings
 from _gan_common import (
     AtomGanArguments,
     GanParts,
@@ -86,20 +90,52 @@ class StackedMnistArguments:
             )
 
 
+# Ours: below this held-out accuracy the mode count is unreliable (at 95 %, about 1 stacked image in 7 has a
+# wrong label: 1 - 0.95^3 = 0.14).
+MIN_CLASSIFIER_ACCURACY = 0.95
+IDX_FILES = {"images": ("t10k-images-idx3-ubyte.gz", 2051, 3), "labels": ("t10k-labels-idx1-ubyte.gz", 2049, 1)}
+
+
+def _read_idx(path: str, magic: int, dims: int) -> np.ndarray:
+    """One IDX gzip file as a uint8 array, every way it can be damaged named with the file."""
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{path} not found: pass --data_dir pointing at the MNIST IDX gzip files.")
+    try:
+        with gzip.open(path, "rb") as handle:
+            raw = handle.read()
+    except (OSError, EOFError) as error:  # not gzip, or cut short
+        raise ValueError(f"{path} is not a whole gzip file ({error}): download the MNIST IDX files again.") from None
+    header = 4 + 4 * dims
+    if len(raw) < header:
+        raise ValueError(f"{path} is too short for an IDX header ({len(raw)} bytes): download it again.")
+    found, *shape = (int(v) for v in np.frombuffer(raw[:header], dtype=">i4"))
+    if found != magic:
+        raise ValueError(
+            f"{path} is not an IDX {'image' if dims == 3 else 'label'} file (magic {found}, not {magic})."
+        )
+    size = int(np.prod(shape))
+    if shape[0] < 1 or len(raw) - header != size:
+        raise ValueError(
+            f"{path} declares {shape[0]} items of shape {tuple(shape[1:])} ({size} bytes) but holds "
+            f"{len(raw) - header} bytes after its header: the file is empty, cut short or padded; download it again."
+        )
+    return np.frombuffer(raw[header:], dtype=np.uint8).reshape(shape)
+
+
 def load_mnist(data_dir: str) -> tuple[torch.Tensor, torch.Tensor]:
     """The IDX gzip images (n, 28, 28) as float in [-1, 1] and their labels (n,)."""
-    paths = [os.path.join(data_dir, f"t10k-{kind}-idx{dim}-ubyte.gz") for kind, dim in (("images", 3), ("labels", 1))]
-    for path in paths:
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"{path} not found: pass --data_dir pointing at the MNIST IDX gzip files.")
-    with gzip.open(paths[0], "rb") as handle:
-        raw = handle.read()
-    magic, count, rows, cols = np.frombuffer(raw[:16], dtype=">i4")
-    if magic != 2051:
-        raise ValueError(f"{paths[0]} is not an IDX image file (magic {magic}).")
-    images = np.frombuffer(raw[16:], dtype=np.uint8).reshape(count, rows, cols)
-    with gzip.open(paths[1], "rb") as handle:
-        labels = np.frombuffer(handle.read()[8:], dtype=np.uint8)
+    paths = {kind: os.path.join(data_dir, name) for kind, (name, _, _) in IDX_FILES.items()}
+    images = _read_idx(paths["images"], *IDX_FILES["images"][1:])
+    labels = _read_idx(paths["labels"], *IDX_FILES["labels"][1:])
+    if images.shape[1:] != (28, 28):
+        raise ValueError(f"{paths['images']} holds {images.shape[1]} x {images.shape[2]} images; MNIST's are 28 x 28.")
+    if len(labels) != len(images):
+        raise ValueError(
+            f"{paths['labels']} has {len(labels)} labels for the {len(images)} images of {paths['images']}: use the "
+            "two files of one MNIST split."
+        )
+    if labels.max() > 9:
+        raise ValueError(f"{paths['labels']} holds label {int(labels.max())}; MNIST's digits are 0-9.")
     images = torch.from_numpy(images.astype(np.float32) / 127.5 - 1.0)
     return images, torch.from_numpy(labels.astype(np.int64))
 
@@ -148,18 +184,49 @@ def train_classifier(
     return model, info
 
 
+def classifier_settings(data_args: StackedMnistArguments, labels: torch.Tensor) -> dict:
+    """What the cached classifier depends on: its training settings and the data (a digest of the labels and the
+    number of images; the images come from the same files)."""
+    digest = hashlib.sha256(labels.numpy().tobytes()).hexdigest()[:16]
+    return {
+        "classifier_train": data_args.classifier_train,
+        "classifier_epochs": data_args.classifier_epochs,
+        "seed": 0,
+        "num_images": int(labels.shape[0]),
+        "labels_sha256": digest,
+    }
+
+
 def get_classifier(images, labels, data_args: StackedMnistArguments, output_dir: str, device):
-    """The cached classifier and its accuracy record, trained and saved first if the cache is empty."""
-    path = data_args.classifier_dir or os.path.join(output_dir, "classifier")
-    info_path = os.path.join(path, "classifier_info.json")
-    if os.path.exists(info_path):
-        with open(info_path, encoding="utf-8") as handle:
-            info = json.load(handle)
-        return DigitClassifier.from_pretrained(path).to(device).eval(), info
-    model, info = train_classifier(images, labels, data_args, seed=0, device=device)
-    model.save_pretrained(path)
-    write_json(info_path, info)
-    return model, info
+    """The classifier for these settings and data, and its accuracy record: read from the cache if it is there
+    (`<classifier_dir>/<settings key>/`), else trained and saved (whole or not at all) first."""
+    if data_args.classifier_train >= len(labels):
+        raise ValueError(
+            f"--classifier_train {data_args.classifier_train} leaves no image to test the classifier on: "
+            f"{data_args.data_dir} holds {len(labels)} images. Pass a smaller --classifier_train."
+        )
+    settings = classifier_settings(data_args, labels)
+    key = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
+    path = os.path.join(data_args.classifier_dir or os.path.join(output_dir, "classifier"), key)
+    info_path = os.path.join(path, "classifier_info.json")  # written last: the cache entry is complete
+    if os.path.isfile(info_path):
+        try:
+            with open(info_path, encoding="utf-8") as handle:
+                info = json.load(handle)
+            return DigitClassifier.from_pretrained(path).to(device).eval(), info
+        except (ValueError, OSError) as error:  # written by hand or by an older version: train it again
+            print(f"The cached classifier in {path} cannot be read ({error}); training it again.", flush=True)
+            shutil.rmtree(path)
+    model, info = train_classifier(images, labels, data_args, seed=settings["seed"], device=device)
+    info.update(settings=settings, path=path)
+    partial = f"{path}.{os.getpid()}.tmp"
+    model.save_pretrained(partial)
+    write_json(os.path.join(partial, "classifier_info.json"), info)
+    try:
+        os.replace(partial, path)
+    except OSError:  # another run saved the same classifier first: keep theirs (the same settings and data)
+        shutil.rmtree(partial)
+    return model.eval(), info
 
 
 class DCGANGenerator(nn.Module, PyTorchModelHubMixin):
@@ -203,6 +270,11 @@ class DCGANDiscriminator(nn.Module, PyTorchModelHubMixin):
         return self.net(x).squeeze(-1)
 
 
+def data_settings(data_args: StackedMnistArguments) -> dict:
+    """The settings a resumed run must share (the folders may move; the classifier cache is keyed by content)."""
+    return {k: v for k, v in asdict(data_args).items() if k not in ("data_dir", "classifier_dir")}
+
+
 def build_parts(data_args, args, atom_args, images, classifier, device):
     """Networks, samplers and the mode-counting evaluation of one run."""
     generator = DCGANGenerator(data_args.latent_dim, data_args.gen_channels)
@@ -232,7 +304,18 @@ def build_parts(data_args, args, atom_args, images, classifier, device):
         return feature_map_tokens(hidden[layer])
 
     last = {}
-    parts = GanParts(generator, discriminator, sample_real, sample_noise, tokens_fn, evaluate, token_width)
+    # the batches and training noise come from the global stream, which Accelerate's checkpoints hold
+    parts = GanParts(
+        generator,
+        discriminator,
+        sample_real,
+        sample_noise,
+        tokens_fn,
+        evaluate,
+        token_width,
+        random_streams={"evaluation": eval_gen},
+        settings=data_settings(data_args),
+    )
     return parts, last
 
 
@@ -266,9 +349,20 @@ def parse(argv: Sequence[str] | None = None):
 
 def main(argv: Sequence[str] | None = None) -> dict:
     data_args, args, atom_args = parse(argv)
+    finished = finished_results(args, run_settings(args, atom_args, data_settings(data_args)))
+    if finished is not None:
+        print(f"{args.output_dir} holds this run, finished: nothing to train (results.json kept).")
+        return finished
+    images, labels = load_mnist(data_args.data_dir)  # before the accelerator: a bad file fails at once
     accelerator = make_accelerator(args)
-    images, labels = load_mnist(data_args.data_dir)
     classifier, classifier_info = get_classifier(images, labels, data_args, args.output_dir, accelerator.device)
+    if classifier_info["accuracy"] < MIN_CLASSIFIER_ACCURACY and accelerator.is_main_process:
+        print(
+            f"Warning: the digit classifier is {100 * classifier_info['accuracy']:.1f} % accurate on held-out "
+            f"digits (under {100 * MIN_CLASSIFIER_ACCURACY:.0f} %): the mode counts of this run are unreliable. "
+            "Train it on more images (--classifier_train) or epochs (--classifier_epochs).",
+            flush=True,
+        )
     parts, last = build_parts(data_args, args, atom_args, images, classifier, accelerator.device)
     results = train_gan(parts, args, atom_args, accelerator)
     results.update(dataset="stacked_mnist", data_args=vars(data_args), classifier=classifier_info)
