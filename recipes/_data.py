@@ -112,6 +112,22 @@ def read_local_file(path: str, file_format: str = "auto") -> dict[str, list[Any]
     """
     if not os.path.isfile(path):
         raise ValueError(f"Data file {path!r} does not exist.")
+    try:
+        columns = _read_columns(path, file_format)
+    except UnicodeDecodeError as error:
+        raise ValueError(
+            f"Data file {path!r} is not UTF-8 text ({error.reason} at byte {error.start}): convert it first, e.g. "
+            f"`iconv -f latin1 -t utf-8 {path} > converted{os.path.splitext(path)[1]}`."
+        ) from None
+    if not columns or not len(next(iter(columns.values()))):
+        raise ValueError(
+            f"Data file {path!r} holds no examples (it is empty, has blank lines only, or a header without rows): "
+            "give it at least one row, or leave the flag out."
+        )
+    return columns
+
+
+def _read_columns(path: str, file_format: str) -> dict[str, list[Any]]:
     file_format = detect_format(path, file_format)
     if file_format == "text":
         with open(path, encoding="utf-8") as handle:

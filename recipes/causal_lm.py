@@ -122,6 +122,9 @@ class DataArguments:
             raise ValueError(
                 f"--validation_split_percentage must be in [0, 100), got {self.validation_split_percentage}."
             )
+        for name in ("max_train_samples", "max_eval_samples"):
+            if getattr(self, name) is not None and getattr(self, name) < 1:
+                raise ValueError(f"--{name} must be >= 1 (or unset for all rows), got {getattr(self, name)}.")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -141,6 +144,12 @@ def load_splits(data_args: DataArguments, seed: int = 0):
         if text_column not in split.column_names:
             raise ValueError(f"The {name} split has no column {text_column!r} (it has {split.column_names}).")
     if "validation" not in splits and data_args.validation_split_percentage > 0:
+        rows, percentage = len(splits["train"]), data_args.validation_split_percentage
+        if rows - math.ceil(rows * percentage / 100) < 1:  # what datasets' train_test_split holds out
+            raise ValueError(
+                f"--validation_split_percentage {percentage} of the {rows} training row(s) leaves none to train on: "
+                "pass --validation_file, add training rows, or --validation_split_percentage 0 (no validation)."
+            )
         held_out = splits["train"].train_test_split(test_size=data_args.validation_split_percentage / 100, seed=seed)
         splits["train"], splits["validation"] = held_out["train"], held_out["test"]
     truncate(splits, data_args.max_train_samples, data_args.max_eval_samples)
@@ -180,7 +189,14 @@ def tokenize_splits(splits, text_column: str, tokenizer, data_args: DataArgument
 
     tokenized = splits.map(tokenize, batched=True, remove_columns=splits["train"].column_names)
     if data_args.block_size is None:
-        return tokenized.filter(lambda row: len(row["input_ids"]) > 1)  # a single token has nothing to predict
+        kept = tokenized.filter(lambda row: len(row["input_ids"]) > 1)  # a single token has nothing to predict
+        empty = [name for name, split in kept.items() if len(split) == 0]
+        if empty:
+            raise ValueError(
+                f"The {' and '.join(empty)} split(s) hold no text of two tokens or more (with --add_eos, "
+                "an empty line is one token): give them real lines of text."
+            )
+        return kept
     grouped = tokenized.map(group_texts, batched=True, batch_size=1000)
     if len(grouped["train"]) == 0:
         raise ValueError(

@@ -227,6 +227,47 @@ def test_recipe_errors(tmp_path, tiny_lms):
         causal_lm.main(["--dataset_name", "no-such/dataset", *model])
 
 
+def _write(path: Path, content: str | bytes) -> str:
+    path.write_bytes(content) if isinstance(content, bytes) else path.write_text(content)
+    return str(path)
+
+
+@pytest.mark.parametrize(
+    "make_flags, match",
+    [
+        (lambda d: ["--train_file", _write(d / "t.txt", "")], r"t.txt' holds no examples"),
+        (lambda d: ["--train_file", _write(d / "t.txt", "\n  \n\n")], r"t.txt' holds no examples"),
+        (lambda d: ["--train_file", _write(d / "t.csv", "text\n")], r"t.csv' holds no examples"),
+        (
+            lambda d: ["--train_file", _write(d / "t.txt", "the cat\n"), "--validation_file", _write(d / "v.txt", "")],
+            r"v.txt' holds no examples",
+        ),
+        (lambda d: ["--train_file", _write(d / "t.txt", "caf\xe9 au lait\n".encode("latin-1"))], "is not UTF-8 text"),
+        (lambda d: ["--train_file", _write(d / "t.txt", "the cat\n")], "--validation_split_percentage 5 of the 1"),
+        (
+            lambda d: ["--train_file", _write(d / "t.txt", "the cat\n"), "--max_train_samples", "0"],
+            "--max_train_samples must be >= 1",
+        ),
+        (
+            lambda d: [
+                "--train_file",
+                _write(d / "t.txt", "cat\ndog\n"),
+                "--validation_split_percentage",
+                "0",
+                "--add_eos",
+                "false",
+            ],  # fmt: skip
+            r"The train split\(s\) hold no text of two tokens or more",
+        ),
+        (lambda d: ["--train_file", _write(d / "t.txt", ""), "--trainer", "sft"], r"t.txt' holds no examples"),
+    ],
+)
+def test_bad_data_is_named_with_its_file_or_flag(make_flags, match, tmp_path, tiny_lms):
+    model = ["--model_name_or_path", str(tiny_lms / "gpt2"), "--output_dir", str(tmp_path / "o"), *COMMON]
+    with pytest.raises(ValueError, match=match):
+        causal_lm.main([*make_flags(tmp_path), *model])
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Generation evaluation
 # ---------------------------------------------------------------------------------------------------------
