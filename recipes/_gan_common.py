@@ -308,7 +308,8 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
     healthy_steps = torch.zeros((), dtype=torch.long, device=accelerator.device)
 
     def check_finite(step: int) -> None:
-        done = int(healthy_steps)  # the one host read of a check
+        # the one host read of a check; the least over processes, so that every process stops at the same check
+        done = int(accelerator.gather(healthy_steps[None]).min())
         if done < step - first_step + 1:
             raise GanDivergedError(
                 f"Training diverged: a loss became NaN or infinite at step {first_step + done} (--learning_rate "

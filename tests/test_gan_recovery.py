@@ -224,3 +224,37 @@ def test_a_classifier_train_larger_than_the_data_is_named(tmp_path):
     data = _fake_mnist(tmp_path / "mnist")
     with pytest.raises(ValueError, match=r"--classifier_train 500 leaves no image .* holds 120 images"):
         _smnist(tmp_path / "run", data, "--classifier_train", "500")
+
+
+@pytest.mark.slow
+def test_a_two_process_run_resumes_each_processs_streams(tmp_path):
+    """`accelerate launch` with 2 gloo processes: each process saves and restores its own random streams, so the
+    resumed run ends with the uninterrupted run's networks and history."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    launch = [os.path.join(os.path.dirname(sys.executable), "accelerate"), "launch", "--config_file",
+              os.path.join(ROOT, "recipes", "accelerate_configs", "cpu_2proc.yaml"), "--main_process_port", str(port),
+              os.path.join(ROOT, "recipes", "gan_mixture.py"), *TINY, "--cpu", "true", "--method", "atom",
+              "--max_steps", "20", "--eval_steps", "10", "--save_steps", "10"]  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
+
+    def run(out, *extra):
+        done = subprocess.run([*launch, "--output_dir", str(out), *extra], env=env, capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-4000:]
+
+    run(tmp_path / "reference")
+    assert {p.name for p in (tmp_path / "reference" / "checkpoint-10").glob("gan_state_*")} == {
+        "gan_state_0.pt",
+        "gan_state_1.pt",
+    }
+    resumed = tmp_path / "resumed"
+    resumed.mkdir()
+    os.rename(tmp_path / "reference" / "checkpoint-10", resumed / "checkpoint-10")
+    run(resumed, "--resume_from_checkpoint", "true")
+    _same_networks(tmp_path / "reference", resumed)
+    reference, results = (json.loads((d / "results.json").read_text()) for d in (tmp_path / "reference", resumed))
+    assert results["num_processes"] == 2 and results["resumed_from"] == str(resumed / "checkpoint-10")
+    assert json.dumps(results["history"]) == json.dumps(reference["history"])
