@@ -1,5 +1,11 @@
 # Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
-"""Per-step atom statistics, buffered on the device and averaged when a trainer logs (trl's `_metrics` pattern)."""
+"""Per-step atom statistics, buffered on the device and averaged when a trainer logs (trl's `_metrics` pattern).
+
+In training, a step only keeps detached references to the tensors the statistics are made of (views: no kernel, no
+copy beyond what the step already holds); the statistics themselves are computed when the trainer logs, so the logged
+statistics add no per-step work. Evaluation computes them at once (an evaluation is not a training step, and an
+evaluation set can be long).
+"""
 
 from __future__ import annotations
 
@@ -26,15 +32,31 @@ class AtomMetricsBuffer:
             "eval": defaultdict(list),
         }
 
+        self._pending: list[tuple[torch.Tensor, AtomRegularizerOutput]] = []  # training steps not yet summarised
+
     @torch.no_grad()
     def add(self, mode: str, task_loss: torch.Tensor, atom: AtomRegularizerOutput) -> None:
+        if mode == "train":
+            self._pending.append((task_loss.detach(), atom.for_statistics()))
+            return
+        self._add_statistics(mode, task_loss, atom)
+
+    def _add_statistics(self, mode: str, task_loss: torch.Tensor, atom: AtomRegularizerOutput) -> None:
         metrics, device = self._metrics[mode], atom.q.device
         metrics["task_loss"].append(task_loss.detach().float().to(device))
         for name, value in atom.statistics().items():
             metrics[name].append(value.to(device))
         metrics["batch_size"].append(torch.tensor(float(atom.q.shape[0]), device=device))  # weights eval means
 
+    @torch.no_grad()
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, []
+        for task_loss, atom in pending:
+            self._add_statistics("train", task_loss, atom)
+
     def clear(self, mode: str) -> None:
+        if mode == "train":
+            self._pending = []
         self._metrics[mode].clear()
 
     def summary(
@@ -46,6 +68,8 @@ class AtomMetricsBuffer:
         (like eval_loss). `atom_pairs`: the plain mean per micro-batch; `atom_pairs_min`: the fewest in one.
         `reduce` averages the summary (a tensor in `METRIC_NAMES` order) over processes.
         """
+        if mode == "train":
+            self._flush()
         metrics = self._metrics[mode]
         if not metrics:
             return None

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
+from ._kernels import sphere_normalize
 from .configuration import POSITION_NORMS
 
 if TYPE_CHECKING:
@@ -147,7 +148,7 @@ class AtomHead(BaseAtomHead):
         q = 2.0 * torch.sigmoid(self.importance(hidden_states).squeeze(-1)) - 1.0  # Eq. 6
         p = self.position(hidden_states)  # Eq. 12
         if self.position_norm == "sphere":
-            p = nn.functional.normalize(p, dim=-1, eps=1e-6)
+            p = sphere_normalize(p, eps=1e-6)  # = nn.functional.normalize, with a fused backward (issue 19)
         elif self.position_norm == "layernorm":
             p = nn.functional.layer_norm(p, p.shape[-1:], eps=1e-5)
         return q, p

@@ -41,7 +41,7 @@ from ._kernels import compute_dtype, norm, soften, spread
 
 # charge_target_penalty and check_atom_inputs stay importable from here, their home before they got modules.
 from .charge import charge_target_penalty  # noqa: F401
-from .loss_contract import check_atom_inputs, check_inputs, validate_loss_settings  # noqa: F401
+from .loss_contract import check_atom_inputs, check_inputs, check_position_range, validate_loss_settings  # noqa: F401
 
 if TYPE_CHECKING:
     from .configuration import AtomConfig
@@ -266,6 +266,7 @@ def atom_loss(
     """
     validate_loss_settings(softening, step, token_reduction, norm_ord)
     check_inputs(q, p, mask, check_values)
+    check_position_range(p, mask, check_values)
     summaries = atom_summaries(q, p, mask, norm_ord=norm_ord)
     return _loss_from_summaries(summaries, softening, step, token_reduction, norm_ord).loss
 
@@ -342,5 +343,6 @@ class AtomLoss(nn.Module):
         mask: torch.Tensor | None = None,
         return_parts: bool = False,
     ) -> torch.Tensor | AtomLossOutput:
+        check_position_range(p, mask, self.check_values)
         output = self.loss_from_summaries(self.summaries(q, p, mask))
         return output if return_parts else output.loss

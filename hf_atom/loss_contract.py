@@ -14,7 +14,7 @@ import torch
 
 from .configuration import STEP_MODES, TOKEN_REDUCTIONS
 
-__all__ = ["check_atom_inputs", "check_inputs", "validate_loss_settings"]
+__all__ = ["check_atom_inputs", "check_inputs", "check_position_range", "validate_loss_settings"]
 
 
 def validate_loss_settings(softening: float, step: str, token_reduction: str, norm_ord: float) -> None:
@@ -119,3 +119,27 @@ def _under_vmap(*tensors: torch.Tensor) -> bool:
     """True for tensors batched by `torch.func.vmap` (e.g. one atom loss per ensemble member)."""
     is_batched = getattr(torch._C._functorch, "is_batchedtensor", None)
     return is_batched is not None and any(is_batched(tensor) for tensor in tensors)
+
+
+def check_position_range(p: torch.Tensor, mask: torch.Tensor | None, check_values: bool) -> None:
+    """Refuses positions so large that the distances overflow float32, where value checks run (CPU, or asked).
+
+    Finite positions of magnitude about 1e19 / sqrt(D) or more square past float32's largest value (3.4e38) inside
+    the norms, and the loss or its gradients come out NaN. Scaling every norm would cost the training step several
+    ops per norm (issue 19's op budget), so such positions are refused instead (positions from the heads are unit
+    vectors or layer-normalised by default). Masked tokens never matter.
+    """
+    if _under_vmap(p) or not (check_values or p.device.type == "cpu"):
+        return
+    largest_square = torch.finfo(torch.float64 if p.dtype == torch.float64 else torch.float32).max  # compute dtype
+    limit = math.sqrt(largest_square / 4 / p.shape[-1])  # ||p_i - p_j||^2 <= D (2 max|p|)^2 stays below it
+    magnitude = p.detach().abs().amax(dim=-1)
+    if mask is not None:
+        magnitude = magnitude.masked_fill(mask == 0, 0.0)
+    largest = magnitude.amax()
+    if bool(largest > limit):
+        raise ValueError(
+            f"`p` has values up to {largest.item():.3g} on valid tokens: distances between positions that large "
+            f"(above {limit:.2g} for dim {p.shape[-1]}) overflow float32 and the loss would be NaN. Scale `p` down, "
+            "e.g. normalise it (AtomConfig(position_norm='sphere'))."
+        )

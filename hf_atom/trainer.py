@@ -79,7 +79,10 @@ class AtomTrainerMixin:
     and `atom_pairs_min` (fewest pairs in one micro-batch). `eval_loss` is the task loss alone.
 
     A non-finite task loss, L_A or charge term stops training with an error naming the step and the part, before it
-    reaches the weights (one host synchronisation per training step; Trainer's `logging_nan_inf_filter` makes one too).
+    reaches the weights. The check adds no host synchronisation: it is made after the backward pass is queued, where
+    Trainer's `logging_nan_inf_filter` synchronises anyway, and replaces that filter's two reads of the loss (the
+    filter would only drop a loss that this check refuses). With `logging_nan_inf_filter=False` it is one
+    synchronisation per step of its own (docs/DESIGN.md, "No host synchronisation per step").
     """
 
     atom_arguments_class: type = AtomTrainingArguments
@@ -129,6 +132,8 @@ class AtomTrainerMixin:
         self.atom_objective = AtomObjective(self.atom_config)
         self._atom_metrics = AtomMetricsBuffer()
         self._warned_no_pairs = False
+        self._atom_pending: tuple | None = None  # (task loss, atom output, step) to check after this step's backward
+        self._atom_nan_filter: bool | None = None  # the user's logging_nan_inf_filter while it is lifted for a step
 
     # -- set-up -----------------------------------------------------------------------------------------
 
@@ -245,14 +250,55 @@ class AtomTrainerMixin:
                 )
             self._atom_metrics.add("train" if training else "eval", logged_task_loss, atom)
             return (task_loss, outputs) if return_outputs else task_loss  # eval_loss stays comparable with a baseline
-        atom = self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather)
+        # validate=False: q and p come from the atom heads (q in [-1, 1] by construction) and the mask is boolean; a
+        # NaN or inf anywhere is caught by the check after backward (training_step), which costs no host sync.
+        atom = self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather, validate=False)
         self._atom_metrics.add("train", logged_task_loss, atom)
-        atom.check_finite(task_loss, step=self.state.global_step)  # before backward: never NaN weights
+        self._atom_pending = (task_loss, atom, self.state.global_step)
         objective = atom.objective
         if scaled_for_ga:
             objective = objective / self.current_gradient_accumulation_steps
         loss = task_loss + objective.to(task_loss.dtype)
         return (loss, outputs) if return_outputs else loss
+
+    # -- the non-finite check, folded into the parent's own per-step synchronisation --------------------------
+
+    def training_step(self, model: nn.Module, inputs: dict[str, torch.Tensor | Any], *args, **kwargs) -> torch.Tensor:
+        """The parent's step (forward, backward), then the non-finite check of the loss it returns.
+
+        The check reads the step's loss once, after its backward pass is queued and before any optimizer step, which
+        is where `Trainer` reads it for `logging_nan_inf_filter` (twice: `isnan`, then `isinf`). A finite loss would
+        pass that filter unchanged, so for this step the filter is lifted (restored in `floating_point_ops`, which
+        `Trainer` calls right after it): the step makes one host synchronisation where `Trainer` makes two.
+        """
+        self._restore_nan_filter()
+        self._atom_pending = None
+        loss = super().training_step(model, inputs, *args, **kwargs)
+        pending, self._atom_pending = self._atom_pending, None
+        if pending is None:  # no atom term in this loss (lambda = 0 on one process, or the parent ran no pass)
+            return loss
+        if bool(
+            torch.isnan(loss.detach() * 0)
+        ):  # inf * 0 and NaN * 0 are NaN: the one host synchronisation of the step
+            task_loss, atom, step = pending
+            atom.check_finite(task_loss, step=step)  # names the part that is not finite
+            raise FloatingPointError(
+                f"Non-finite loss at step {step}: the task loss and the atom objective are finite but their sum "
+                f"({loss.detach().float().item()}) is not. It was stopped before reaching the weights; lower the "
+                "learning rate or atom_weight."
+            )
+        if self.args.logging_nan_inf_filter:
+            self._atom_nan_filter = True
+            self.args.logging_nan_inf_filter = False  # this loss is known finite: the filter would only read it again
+        return loss
+
+    def floating_point_ops(self, inputs: dict[str, torch.Tensor | Any]) -> int:
+        self._restore_nan_filter()  # Trainer calls this right after its nan/inf filter: the user's setting returns
+        return super().floating_point_ops(inputs)
+
+    def _restore_nan_filter(self) -> None:
+        if self._atom_nan_filter is not None:
+            self.args.logging_nan_inf_filter, self._atom_nan_filter = self._atom_nan_filter, None
 
     # -- resuming (hf_atom.checkpoints) --------------------------------------------------------------------------
 
@@ -277,7 +323,10 @@ class AtomTrainerMixin:
             )
             if is_finished_run(resume_from_checkpoint, self.args.max_steps, self.args.num_train_epochs):
                 return self._return_finished_run(resume_from_checkpoint)
-        return super().train(resume_from_checkpoint, *args, **kwargs)
+        try:
+            return super().train(resume_from_checkpoint, *args, **kwargs)
+        finally:
+            self._restore_nan_filter()
 
     def _return_finished_run(self, checkpoint: str) -> TrainOutput:
         state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))
@@ -328,6 +377,7 @@ class AtomTrainerMixin:
         return super().prediction_step(model, inputs, prediction_loss_only, ignore_keys=ignore_keys)
 
     def _save(self, output_dir: str | None = None, state_dict=None):
+        self._restore_nan_filter()  # the saved training_args.bin holds the user's setting
         super()._save(output_dir, state_dict=state_dict)
         if self._atom_off:  # a plain model, saved as the parent saves it
             return

@@ -409,3 +409,35 @@ def test_loss_output_holds_the_summaries():
     assert out.mu is out.summaries.mu and out.valid is out.summaries.valid
     with pytest.raises(AttributeError):
         out.not_a_field  # noqa: B018
+
+
+@pytest.mark.parametrize("step", ["opposite", "literal"])
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("charge", ["target_abs", "none"])
+def test_fused_objective_matches_the_op_by_op_loss(step, reduction, charge):
+    """AtomObjective's one-node path (issue 19): same objective and gradients as atom_loss + charge term."""
+    from hf_atom.regularizer import AtomObjective
+
+    torch.manual_seed(0)
+    config = hf_atom.AtomConfig(weight=0.3, step=step, token_reduction=reduction, charge_constraint=charge)
+    q = (torch.rand(6, 5, dtype=torch.float64) * 2 - 1).requires_grad_()
+    p = torch.randn(6, 5, 3, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(6, 5) > 0.3
+    mask[2] = False  # a sample without valid tokens
+    with torch.no_grad():
+        q[~mask] = float("nan")  # masked values never matter
+    out = AtomObjective(config)(q, p, mask, validate=False)
+    reference = atom_loss(q, p, mask, step=step, token_reduction=reduction)
+    if config.uses_charge_constraint:
+        reference = reference + config.charge_weight * charge_target_penalty(q, mask, target=config.charge_target)
+    reference = config.weight * reference
+    for got, want in zip(torch.autograd.grad(out.objective, (q, p)), torch.autograd.grad(reference, (q, p))):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(out.objective, reference, rtol=1e-10, atol=1e-12)
+
+
+def test_positions_that_overflow_float32_are_refused():
+    q = torch.rand(4, 5) * 2 - 1
+    with pytest.raises(ValueError, match="overflow float32"):
+        atom_loss(q, torch.randn(4, 5, 3) * 1e19)
+    atom_loss(q.double(), torch.randn(4, 5, 3, dtype=torch.float64) * 1e19)  # float64 holds them
