@@ -14,7 +14,18 @@ import torch
 
 from .configuration import STEP_MODES, TOKEN_REDUCTIONS
 
-__all__ = ["check_atom_inputs", "check_inputs", "check_position_range", "validate_loss_settings"]
+__all__ = [
+    "NonFiniteInputError",
+    "check_atom_inputs",
+    "check_inputs",
+    "check_position_range",
+    "validate_loss_settings",
+]
+
+
+class NonFiniteInputError(ValueError):
+    """`q` or `p` holds NaN or inf on a valid token: upstream, something diverged (a `ValueError`, so that callers
+    catching bad input still catch it; its own type lets a training loop tell divergence from a wrong call)."""
 
 
 def validate_loss_settings(softening: float, step: str, token_reduction: str, norm_ord: float) -> None:
@@ -98,12 +109,12 @@ def _check_values(q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None, c
     invalid = ~(q.abs() <= 1) & keep  # one pass: NaN fails every comparison, inf and |q| > 1 fail this one
     if bool(invalid.any()):
         if not bool(torch.isfinite(q[invalid]).all()):
-            raise ValueError("`q` has NaN or infinite values on valid tokens.")
+            raise NonFiniteInputError("`q` has NaN or infinite values on valid tokens.")
         raise ValueError(
             f"`q` must be in [-1, 1] (Eq. 6: q = 2 sigmoid(Q(e)) - 1), got values up to {q[invalid].abs().max():.4g}."
         )
     if check_positions and bool((~torch.isfinite(p.detach()).all(dim=-1) & keep).any()):
-        raise ValueError("`p` has NaN or infinite values on valid tokens.")
+        raise NonFiniteInputError("`p` has NaN or infinite values on valid tokens.")
 
 
 def check_inputs(q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor | None, check_values: bool) -> None:

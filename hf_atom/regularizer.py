@@ -220,7 +220,26 @@ class AtomObjective(nn.Module):
             check_inputs(q, p, mask, self.loss_fn.check_values)
         weight = config.weight if weight is None else _checked_weight(weight)
         if self.loss_fn.norm_ord == 2.0 and not gather and not _under_vmap(q, p):
-            return self._fused(q, p, mask, weight)
+            objective, charge, parts = self._fused(q, p, mask, weight)
+        else:
+            objective, charge, parts = self._op_by_op(q, p, mask, weight, gather)
+        return AtomRegularizerOutput(
+            objective=objective,
+            loss=parts.loss,
+            charge_penalty=charge,
+            weight=weight,
+            parts=parts,
+            q=q,
+            p=p,
+            mask=mask,
+            stats_threshold=config.stats_threshold,
+        )
+
+    def _op_by_op(
+        self, q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor, weight: float, gather: bool
+    ) -> tuple[torch.Tensor, torch.Tensor, AtomLossOutput]:
+        """(objective, charge term, loss parts) from the loss's own functions: any norm, across processes, vmap."""
+        config = self.config
         summaries = atom_summaries(q, p, mask, norm_ord=self.loss_fn.norm_ord)
         if gather:
             energy, parts = cross_process_atom_loss(self.loss_fn, summaries)
@@ -232,21 +251,13 @@ class AtomObjective(nn.Module):
             energy = energy + config.charge_weight * charge
         else:
             charge = torch.zeros((), dtype=parts.loss.dtype, device=q.device)
-        return AtomRegularizerOutput(
-            objective=weight * energy,
-            loss=parts.loss,
-            charge_penalty=charge,
-            weight=weight,
-            parts=parts,
-            q=q,
-            p=p,
-            mask=mask,
-            stats_threshold=config.stats_threshold,
-        )
+        return weight * energy, charge, parts
 
-    def _fused(self, q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor, weight: float) -> AtomRegularizerOutput:
-        """The same objective and parts as the op-by-op path, from one autograd node (`FusedAtomObjective`): a few
-        dozen dispatched ops per forward and backward instead of ~240 (issue 19)."""
+    def _fused(
+        self, q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor, weight: float
+    ) -> tuple[torch.Tensor, torch.Tensor, AtomLossOutput]:
+        """The same (objective, charge term, loss parts) as `_op_by_op`, from one autograd node
+        (`FusedAtomObjective`): a few dozen dispatched ops per forward and backward instead of ~240 (issue 19)."""
         config, loss_fn = self.config, self.loss_fn
         dtype = compute_dtype(q.dtype if q.dtype == torch.float64 else p.dtype)
         charge_weight = config.charge_weight if config.uses_charge_constraint else 0.0
@@ -273,17 +284,7 @@ class AtomObjective(nn.Module):
             pair_mask=pair_mask,
             num_pairs=num_pairs,
         )
-        return AtomRegularizerOutput(
-            objective=objective,
-            loss=loss,
-            charge_penalty=charge,
-            weight=weight,
-            parts=parts,
-            q=q,
-            p=p,
-            mask=mask,
-            stats_threshold=config.stats_threshold,
-        )
+        return objective, charge, parts
 
 
 def _checked_config(config: AtomConfig | None) -> AtomConfig:

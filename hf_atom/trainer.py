@@ -277,9 +277,8 @@ class AtomTrainerMixin:
         pending, self._atom_pending = self._atom_pending, None
         if pending is None:  # no atom term in this loss (lambda = 0 on one process, or the parent ran no pass)
             return loss
-        if bool(
-            torch.isnan(loss.detach() * 0)
-        ):  # inf * 0 and NaN * 0 are NaN: the one host synchronisation of the step
+        # inf * 0 and NaN * 0 are NaN: the one host synchronisation of the step
+        if bool(torch.isnan(loss.detach() * 0)):
             task_loss, atom, step = pending
             atom.check_finite(task_loss, step=step)  # names the part that is not finite
             raise FloatingPointError(

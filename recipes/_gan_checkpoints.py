@@ -166,13 +166,16 @@ def save_checkpoint(accelerator, output_dir: str, step: int, state: dict[str, An
     return final
 
 
-def load_checkpoint(accelerator, path: str) -> dict[str, Any]:
-    """Restores Accelerate's state from `path` and returns this process's `gan_state` dict."""
+def load_checkpoint(accelerator, path: str, settings: dict[str, Any]) -> dict[str, Any]:
+    """Restores Accelerate's state from `path`, if it was written with `settings`, and returns this process's
+    `gan_state` dict."""
     state_path = os.path.join(path, _state_name(accelerator.process_index))
     if not os.path.isfile(state_path):
         raise ValueError(
             f"{path} has no {os.path.basename(state_path)}: it was written by a run with fewer processes; resume "
             "with the same number of processes."
         )
+    state = torch.load(state_path, weights_only=True)
+    check_same_settings(state["settings"], settings, path)
     accelerator.load_state(path)
-    return torch.load(state_path, weights_only=True)
+    return state

@@ -22,7 +22,6 @@ import _requirements  # noqa: F401 - first: fails at start-up, naming the fix, w
 import torch
 from _gan_checkpoints import (
     check_output_dir,
-    check_same_settings,
     checkpoint_to_resume,
     clear_earlier_run,
     load_checkpoint,
@@ -33,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from hf_atom.configuration import AtomConfig, AtomConfigError
+from hf_atom.loss_contract import NonFiniteInputError
 from hf_atom.output_files import atomic_write_text
 from hf_atom.regularizer import ATOM_STATISTICS
 
@@ -287,8 +287,7 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
     first_step, wall_before = 1, 0.0
     resume_path = checkpoint_to_resume(args.output_dir, args.resume_from_checkpoint)
     if resume_path is not None:
-        state = load_checkpoint(accelerator, resume_path)
-        check_same_settings(state["settings"], settings, resume_path)
+        state = load_checkpoint(accelerator, resume_path, settings)
         for scheduler, scheduler_state in zip(schedulers, state["schedulers"]):
             scheduler.load_state_dict(scheduler_state)
         for name, stream in parts.random_streams.items():
@@ -341,9 +340,7 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         if regularizer is not None:
             try:
                 out = regularizer(parts.tokens_fn(hidden))
-            except ValueError as error:  # the loss's input check: a diverged generator's features
-                if "NaN or infinite" not in str(error):
-                    raise
+            except NonFiniteInputError as error:  # the loss's input check: a diverged generator's features
                 raise GanDivergedError(
                     f"Training diverged at step {step}: the generator's features are no longer finite ({error}). "
                     "Lower --learning_rate or --atom_weight, and start again with --overwrite_output_dir true."
@@ -358,14 +355,16 @@ def train_gan(parts: GanParts, args: GanTrainingArguments, atom_args: AtomGanArg
         healthy.mul_(torch.isfinite(d_loss) & torch.isfinite(objective))
         healthy_steps.add_(healthy)
 
-        if step % 200 == 0:
+        show = step % 200 == 0
+        evaluate = bool(args.eval_steps) and step % args.eval_steps == 0 and step < args.max_steps
+        save = bool(args.save_steps) and step % args.save_steps == 0
+        if show or evaluate or save:  # the host is read here anyway: nothing is shown or written from a NaN state
             check_finite(step)
+        if show:
             bar.set_postfix(d=f"{d_loss.item():.3f}", g=f"{g_loss.item():.3f}", refresh=False)
-        if args.eval_steps and step % args.eval_steps == 0 and step < args.max_steps:
-            check_finite(step)
+        if evaluate:
             history.append(_evaluate(parts, accelerator.unwrap_model(generator), step))
-        if args.save_steps and step % args.save_steps == 0:
-            check_finite(step)
+        if save:
             state = {
                 "step": step,
                 "schedulers": [scheduler.state_dict() for scheduler in schedulers],

@@ -36,13 +36,24 @@ def _same_networks(a, b) -> None:
 
 
 def test_a_run_killed_by_sigkill_resumes_to_the_same_networks_and_history(tmp_path):
+    """Every run in its own process, as a job scheduler runs them (in this process, an earlier test's Trainer would
+    leave its mixed precision in accelerate's shared state)."""
     flags = ["--method", "atom", "--max_steps", "400", "--eval_steps", "50", "--save_steps", "50"]
-    reference = _mixture(tmp_path / "reference", *flags)
-
-    killed = tmp_path / "killed"
-    command = [sys.executable, os.path.join(ROOT, "recipes", "gan_mixture.py"), "--output_dir", str(killed), *TINY]
     env = dict(os.environ, PYTHONPATH=ROOT, OMP_NUM_THREADS="1")
-    process = subprocess.Popen([*command, *flags], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def launch(out, *extra) -> subprocess.Popen:
+        command = [sys.executable, os.path.join(ROOT, "recipes", "gan_mixture.py"), "--output_dir", str(out), *TINY]
+        return subprocess.Popen([*command, *flags, *extra], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+
+    def finish(out, *extra) -> dict:
+        process = launch(out, *extra)
+        log = process.communicate()[0].decode()
+        assert process.returncode == 0, log[-3000:]
+        return json.loads((out / "results.json").read_text())
+
+    reference = finish(tmp_path / "reference")
+    killed = tmp_path / "killed"
+    process = launch(killed)
     deadline = time.monotonic() + 120
     while not (killed / "checkpoint-100").is_dir() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.005)
@@ -51,7 +62,7 @@ def test_a_run_killed_by_sigkill_resumes_to_the_same_networks_and_history(tmp_pa
     assert process.returncode == -signal.SIGKILL, f"the run ended before it was killed:\n{log[-2000:]}"
     assert not (killed / "results.json").exists()
 
-    resumed = _mixture(killed, *flags, "--resume_from_checkpoint", "true")
+    resumed = finish(killed, "--resume_from_checkpoint", "true")
     assert resumed["resumed_from"] is not None and resumed["resumed_from"] != str(killed / "checkpoint-400")
     _same_networks(tmp_path / "reference", killed)
     for key in ("history", "atom_stats_mean", "final_d_loss", "final_g_loss"):  # as JSON: NaN == NaN there
