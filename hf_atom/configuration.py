@@ -33,8 +33,12 @@ CHARGE_CONSTRAINTS: tuple[str, ...] = typing.get_args(ChargeConstraint)
 # built (an existing atom model keeps its own); "training" settings are read by the trainer only.
 LOSS, HEAD, TRAINING = "loss", "head", "training"
 
+# Largest cross-batch memory without `allow_large_memory`: 65536 samples of D = 4096 floats are 1 GiB (ours).
+MAX_MEMORY_SIZE = 65536
+
 __all__ = [
     "CHARGE_CONSTRAINTS",
+    "MAX_MEMORY_SIZE",
     "POSITION_NORMS",
     "STEP_MODES",
     "TOKEN_REDUCTIONS",
@@ -84,6 +88,9 @@ class AtomConfig:
         include_cls_token (`bool`, defaults to `False`): ViT-like: count class/register tokens as atom tokens.
         weight_warmup_steps (`int`, defaults to 0): trainer: raise lambda linearly from 0 over this many steps.
         gather_across_processes (`bool`, defaults to `False`): trainer: form pairs across data-parallel processes.
+        memory_size (`int`, defaults to 0): M, the cross-batch memory of sample summaries (D9); 0 = off.
+        memory_warmup_steps (`int`, defaults to 0): memory pairs start at this optimizer step.
+        allow_large_memory (`bool`, defaults to `False`): allow `memory_size` above `MAX_MEMORY_SIZE`.
         stats_threshold (`float`, defaults to 0.5): logging: |q| above this counts a token as positive/negative.
     """
 
@@ -136,6 +143,19 @@ class AtomConfig:
         "Form pairs across all data-parallel processes (autograd-aware gather of per-sample summaries) instead of "
         "within each process's micro-batch.",
     )
+    memory_size: int = _setting(
+        0,
+        LOSS,
+        "Cross-batch memory (D9, ours): pair each batch also with the summaries of the last M samples of earlier "
+        f"micro-batches (detached). 0 = off. Above {MAX_MEMORY_SIZE} needs allow_large_memory.",
+        min=0,
+    )
+    memory_warmup_steps: int = _setting(
+        0, LOSS, "Memory pairs start at this optimizer step (the queue fills before); XBM's warm-up.", min=0
+    )
+    allow_large_memory: bool = _setting(
+        False, LOSS, f"Allow memory_size above {MAX_MEMORY_SIZE} (O(M*D) memory, O(B*M*D) time per step)."
+    )
     stats_threshold: float = _setting(
         0.5,
         TRAINING,
@@ -148,6 +168,12 @@ class AtomConfig:
     def __post_init__(self):
         for spec in dataclasses.fields(self):
             setattr(self, spec.name, _checked(spec, getattr(self, spec.name)))
+        if self.memory_size > MAX_MEMORY_SIZE and not self.allow_large_memory:
+            raise AtomConfigError(
+                "memory_size",
+                f"is {self.memory_size}, above the limit of {MAX_MEMORY_SIZE} samples (the queue costs O(M*D) memory "
+                "and O(B*M*D) time per step). Lower it, or set allow_large_memory to true to use it anyway.",
+            )
 
     # -- serialisation: the settings travel on the model's config as a plain dict (`config.atom_config`) ----------
 

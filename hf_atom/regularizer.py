@@ -35,6 +35,7 @@ from .distributed import cross_process_atom_loss, is_distributed
 from .heads import BaseAtomHead, build_atom_head
 from .loss import AtomLoss, AtomLossOutput, AtomSummaries, atom_summaries
 from .loss_contract import _under_vmap, check_inputs
+from .memory import AtomMemory, memory_atom_loss
 
 __all__ = ["ATOM_STATISTICS", "AtomObjective", "AtomRegularizer", "AtomRegularizerOutput"]
 
@@ -44,6 +45,7 @@ ATOM_STATISTICS: dict[str, str] = {
     "atom_loss": "L_A, the atomic loss of Eq. 5 (mean pair energy)",
     "atom_charge_penalty": "the anti-collapse charge term (D3d); 0 when it is off",
     "atom_pairs": "unordered pairs of valid samples in the batch",
+    "atom_memory_pairs": "pairs of a batch sample with a cross-batch memory sample (D9); 0 without memory",
     "atom_mean_abs_q": "mean |q| over valid tokens",
     "atom_q_positive": "share of valid tokens with q above `stats_threshold`",
     "atom_q_negative": "share of valid tokens with q below minus `stats_threshold`",
@@ -66,6 +68,7 @@ class AtomRegularizerOutput:
         parts (`AtomLossOutput`): pair energies, distances, per-sample summaries and the number of pairs.
         q (`torch.Tensor` of shape `(batch, tokens)`), p (`(batch, tokens, dim)`), mask (`(batch, tokens)`, bool).
         stats_threshold (`float`): |q| above it counts a token as positive / negative in the statistics.
+        memory_pairs (`torch.Tensor`, *optional*): pairs with the cross-batch memory (D9); None without memory.
     """
 
     objective: torch.Tensor
@@ -77,6 +80,7 @@ class AtomRegularizerOutput:
     p: torch.Tensor
     mask: torch.Tensor
     stats_threshold: float = 0.5
+    memory_pairs: torch.Tensor | None = None
 
     @torch.no_grad()
     def statistics(self) -> dict[str, torch.Tensor]:
@@ -94,6 +98,9 @@ class AtomRegularizerOutput:
             "atom_loss": self.loss.detach().float(),
             "atom_charge_penalty": self.charge_penalty.detach().float(),
             "atom_pairs": parts.num_pairs.float(),
+            "atom_memory_pairs": (
+                torch.zeros_like(parts.num_pairs) if self.memory_pairs is None else self.memory_pairs
+            ).float(),
             "atom_mean_abs_q": (q.abs() * mask).sum() / valid_tokens,
             "atom_q_positive": positive,
             "atom_q_negative": negative,
@@ -178,6 +185,8 @@ class AtomObjective(nn.Module):
         super().__init__()
         self.config = _checked_config(config)
         self.loss_fn = AtomLoss.from_config(self.config)
+        # The cross-batch memory (D9): training state, so a submodule (its queue is in state_dict); None when off.
+        self.memory: AtomMemory | None = AtomMemory.from_config(self.config)
 
     def extra_repr(self) -> str:
         config = self.config
@@ -192,6 +201,8 @@ class AtomObjective(nn.Module):
         weight: float | None = None,
         gather_across_processes: bool = False,
         validate: bool = True,
+        memory_step: int | None = None,
+        use_memory: bool | None = None,
     ) -> AtomRegularizerOutput:
         """Computes the objective for one batch.
 
@@ -205,6 +216,10 @@ class AtomObjective(nn.Module):
                 when torch.distributed is not initialised with more than one process.
             validate (`bool`, defaults to `True`): check the inputs against the loss's contract (`atom_loss`).
                 `False` for values that are only logged (e.g. lambda = 0), where a NaN must not stop training.
+            memory_step (`int`, *optional*): the optimizer step, for `memory_warmup_steps`; by default the number of
+                earlier calls that used the memory.
+            use_memory (`bool`, *optional*): pair with the cross-batch memory and push this batch to it (when
+                `memory_size` > 0); defaults to `self.training`, so evaluation neither reads nor changes the queue.
         """
         config = self.config
         if mask is None:
@@ -219,10 +234,12 @@ class AtomObjective(nn.Module):
         if validate:
             check_inputs(q, p, mask, self.loss_fn.check_values)
         weight = config.weight if weight is None else _checked_weight(weight)
-        if self.loss_fn.norm_ord == 2.0 and not gather and not _under_vmap(q, p):
+        use_memory = self.memory is not None and (self.training if use_memory is None else use_memory)
+        if self.loss_fn.norm_ord == 2.0 and not gather and not use_memory and not _under_vmap(q, p):
             objective, charge, parts = self._fused(q, p, mask, weight)
+            memory_pairs = None
         else:
-            objective, charge, parts = self._op_by_op(q, p, mask, weight, gather)
+            objective, charge, parts, memory_pairs = self._op_by_op(q, p, mask, weight, gather, use_memory, memory_step)
         return AtomRegularizerOutput(
             objective=objective,
             loss=parts.loss,
@@ -233,15 +250,29 @@ class AtomObjective(nn.Module):
             p=p,
             mask=mask,
             stats_threshold=config.stats_threshold,
+            memory_pairs=memory_pairs,
         )
 
     def _op_by_op(
-        self, q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor, weight: float, gather: bool
-    ) -> tuple[torch.Tensor, torch.Tensor, AtomLossOutput]:
-        """(objective, charge term, loss parts) from the loss's own functions: any norm, across processes, vmap."""
+        self,
+        q: torch.Tensor,
+        p: torch.Tensor,
+        mask: torch.Tensor,
+        weight: float,
+        gather: bool,
+        use_memory: bool,
+        memory_step: int | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, AtomLossOutput, torch.Tensor | None]:
+        """(objective, charge term, loss parts, memory pairs) from the loss's own functions: any norm, across
+        processes, under vmap, with the cross-batch memory."""
         config = self.config
         summaries = atom_summaries(q, p, mask, norm_ord=self.loss_fn.norm_ord)
-        if gather:
+        memory_pairs = None
+        if use_memory:
+            energy, parts, memory_pairs = memory_atom_loss(
+                self.loss_fn, summaries, self.memory, gather_across_processes=gather, step=memory_step
+            )
+        elif gather:
             energy, parts = cross_process_atom_loss(self.loss_fn, summaries)
         else:
             parts = self.loss_fn.loss_from_summaries(summaries)
@@ -251,7 +282,7 @@ class AtomObjective(nn.Module):
             energy = energy + config.charge_weight * charge
         else:
             charge = torch.zeros((), dtype=parts.loss.dtype, device=q.device)
-        return weight * energy, charge, parts
+        return weight * energy, charge, parts, memory_pairs
 
     def _fused(
         self, q: torch.Tensor, p: torch.Tensor, mask: torch.Tensor, weight: float

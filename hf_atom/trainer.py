@@ -42,6 +42,7 @@ from .atom_logging import AtomMetricsBuffer
 from .checkpoints import TRAINER_STATE_NAME, final_train_metrics, is_finished_run, resolve_resume_checkpoint
 from .configuration import HEAD, AtomConfig
 from .forward_capture import capture_atom_forwards, check_compute_loss_order
+from .memory import check_memory_processes, load_memory, save_memory
 from .model_card import add_atom_section
 from .modeling import ATOM_OUTPUT_KEYS, AtomMixin, with_atom
 from .peft_utils import add_atom_head_to_peft_config
@@ -130,6 +131,7 @@ class AtomTrainerMixin:
         super().__init__(model, args, *trainer_args, **kwargs)
         self.atom_config: AtomConfig = self.args.atom_config  # validated once, at argument parsing
         self.atom_objective = AtomObjective(self.atom_config)
+        check_memory_processes(self.atom_config, self.accelerator.num_processes)
         self._atom_metrics = AtomMetricsBuffer()
         self._warned_no_pairs = False
         self._atom_pending: tuple | None = None  # (task loss, atom output, step) to check after this step's backward
@@ -246,13 +248,17 @@ class AtomTrainerMixin:
             # every parameter to take part (the heads then get exact zero gradients).
             with torch.no_grad():
                 atom = self.atom_objective(
-                    q.detach(), p.detach(), mask, weight=weight, gather_across_processes=gather, validate=False
-                )
+                    q.detach(), p.detach(), mask, weight=weight, gather_across_processes=gather, validate=False,
+                    memory_step=self.state.global_step, use_memory=training,
+                )  # fmt: skip
             self._atom_metrics.add("train" if training else "eval", logged_task_loss, atom)
             return (task_loss, outputs) if return_outputs else task_loss  # eval_loss stays comparable with a baseline
         # validate=False: q and p come from the atom heads (q in [-1, 1] by construction) and the mask is boolean; a
         # NaN or inf anywhere is caught by the check after backward (training_step), which costs no host sync.
-        atom = self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather, validate=False)
+        atom = self.atom_objective(
+            q, p, mask, weight=weight, gather_across_processes=gather, validate=False,
+            memory_step=self.state.global_step,
+        )  # fmt: skip
         self._atom_metrics.add("train", logged_task_loss, atom)
         self._atom_pending = (task_loss, atom, self.state.global_step)
         objective = atom.objective
@@ -322,10 +328,20 @@ class AtomTrainerMixin:
             )
             if is_finished_run(resume_from_checkpoint, self.args.max_steps, self.args.num_train_epochs):
                 return self._return_finished_run(resume_from_checkpoint)
+            if not self._atom_off:
+                load_memory(self.atom_objective.memory, resume_from_checkpoint)  # the queue is training state (D9)
         try:
             return super().train(resume_from_checkpoint, *args, **kwargs)
         finally:
             self._restore_nan_filter()
+
+    def _save_rng_state(self, output_dir: str) -> None:
+        # Trainer saves the RNG states only for checkpoints it can resume from: the cross-batch memory goes with them
+        # (identical on every process, so written once), before trainer_state.json marks the checkpoint complete.
+        super()._save_rng_state(output_dir)
+        memory = None if self._atom_off else self.atom_objective.memory
+        if memory is not None and self.args.should_save:
+            save_memory(memory, output_dir)
 
     def _return_finished_run(self, checkpoint: str) -> TrainOutput:
         state = TrainerState.load_from_json(os.path.join(checkpoint, TRAINER_STATE_NAME))

@@ -1,0 +1,304 @@
+# Copyright 2026 The hf_atom Authors. Licensed under the Apache License, Version 2.0.
+"""A cross-batch memory of sample summaries (docs/DESIGN.md, D9): many more pairs per step at O(M*D) memory.
+
+The pair energy of two samples depends on each one only through its O(D) summary (mu, r, S+, S-, N: D2), so the
+summaries of earlier micro-batches can stand in for the samples themselves, as the embeddings of Cross-Batch Memory
+(XBM, Wang et al., CVPR 2020) and MoCo's queue of keys (He et al., CVPR 2020) do. `AtomMemory` is a FIFO queue of
+the last M detached summaries; `memory_atom_loss` pairs the current batch with itself (as without memory) and with
+every valid sample of the queue, each unordered pair once, with gradients through the current batch only:
+
+    L_A = (sum_{A<B in batch} L_AB + sum_{A in batch, K in memory} L_AK) / (n(n-1)/2 + n*m)
+
+over the n valid samples of the batch (of every process with `gather_across_processes`) and the m valid samples of
+the queue. Cost O(B*M*D) time and O(M*D) memory: the (B, M) energies are formed in chunks of the queue, each
+recomputed in the backward (activation checkpointing), so no (B, M, D) tensor of the whole queue is kept, and no
+(B, M, N) tensor is ever built. `atom_memory_size = 0` (the default) never reaches this module.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.utils.checkpoint import checkpoint
+
+from .configuration import AtomConfig
+from .distributed import gather_summaries, is_distributed
+from .loss import AtomLoss, AtomLossOutput, AtomSummaries
+
+__all__ = [
+    "MEMORY_STATE_NAME",
+    "AtomMemory",
+    "check_memory_processes",
+    "load_memory",
+    "memory_atom_loss",
+    "memory_row_energies",
+    "save_memory",
+]
+
+# The queue's file in a training checkpoint (written before trainer_state.json, so a complete checkpoint has it).
+MEMORY_STATE_NAME = "atom_memory.safetensors"
+# Largest (rows x D) block of current-vs-memory pair terms formed at once: 2^21 floats, 8 MiB in float32.
+_CHUNK_ELEMENTS = 2**21
+_FIELDS = ("mu", "r", "s_plus", "s_minus", "n_tokens", "valid")
+
+
+class AtomMemory(nn.Module):
+    """FIFO queue of the last `size` per-sample summaries (detached), the training state of the cross-batch memory.
+
+    Buffers (in `state_dict`, so a regularizer's checkpoint carries them): `mu` (size, D), `r`, `s_plus`, `s_minus`,
+    `n_tokens` (size,), `valid` (size,) bool (slots never filled are invalid and never pair) and `counts` =
+    (samples pushed, pushes). They are allocated on the first push (D and the device come from the summaries) or
+    from a loaded state.
+
+    Args:
+        size (`int`): M, the number of samples the queue holds (>= 1).
+        warmup_steps (`int`, defaults to 0): memory pairs start at this step; the queue fills before (D9).
+    """
+
+    def __init__(self, size: int, warmup_steps: int = 0):
+        super().__init__()
+        for name, value, low in (("size", size, 1), ("warmup_steps", warmup_steps, 0)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ValueError(f"AtomMemory `{name}` must be an integer >= {low}, got {value!r}.")
+        self.size = size
+        self.warmup_steps = warmup_steps
+        for name in _FIELDS:
+            self.register_buffer(name, None)
+        self.register_buffer("counts", torch.zeros(2, dtype=torch.long))
+        self._pushed = 0  # host copies of `counts`: the ring position and warm-up never need a device sync
+        self._pushes = 0
+
+    @classmethod
+    def from_config(cls, config: AtomConfig) -> AtomMemory | None:
+        """The memory an `AtomConfig` asks for, or None when `memory_size` is 0."""
+        if config.memory_size == 0:
+            return None
+        return cls(config.memory_size, config.memory_warmup_steps)
+
+    def extra_repr(self) -> str:
+        dim = None if self.mu is None else self.mu.shape[1]
+        return f"size={self.size}, dim={dim}, warmup_steps={self.warmup_steps}, pushed={self._pushed}"
+
+    @property
+    def dim(self) -> int | None:
+        return None if self.mu is None else int(self.mu.shape[1])
+
+    def is_active(self, step: int | None = None) -> bool:
+        """Whether memory pairs count at this step (optimizer steps; by default the number of earlier pushes)."""
+        return (self._pushes if step is None else step) >= self.warmup_steps
+
+    def _allocate(self, dim: int, dtype: torch.dtype, device: torch.device) -> None:
+        self.mu = torch.zeros(self.size, dim, dtype=dtype, device=device)
+        for name in ("r", "s_plus", "s_minus", "n_tokens"):
+            setattr(self, name, torch.zeros(self.size, dtype=dtype, device=device))
+        self.valid = torch.zeros(self.size, dtype=torch.bool, device=device)
+        self.counts = self.counts.to(device)
+
+    def summaries(self, device: torch.device) -> AtomSummaries:
+        """The queue as (detached) `AtomSummaries` on `device`; never-filled slots are invalid."""
+        if self.mu.device != device:
+            self.to(device)
+        return AtomSummaries(*(getattr(self, name) for name in _FIELDS))
+
+    @torch.no_grad()
+    def push(self, summaries: AtomSummaries) -> None:
+        """Adds a batch's summaries (detached), overwriting the oldest; a batch larger than the queue keeps its last
+        `size` samples. Invalid samples take a slot too (marked invalid), so pushing needs no device sync."""
+        batch, dim = summaries.mu.shape
+        if self.mu is None:
+            self._allocate(dim, summaries.mu.dtype, summaries.mu.device)
+        elif dim != self.mu.shape[1]:
+            raise ValueError(
+                f"The atom memory holds positions of width D={self.mu.shape[1]} but this batch has D={dim}: the "
+                "memory was restored from a run with other heads. Resume with the same --atom_position_dim, or start "
+                "without the checkpoint's atom_memory state."
+            )
+        device = self.mu.device
+        keep = min(batch, self.size)
+        index = (torch.arange(keep, device=device) + (self._pushed + batch - keep)) % self.size
+        for name in _FIELDS:
+            # Out of place (an O(M*D) copy, cheap beside the O(B*M*D) pairs): this step's pairs read the old queue,
+            # and their backward, which comes after this push, needs it unchanged.
+            buffer = getattr(self, name)
+            values = getattr(summaries, name)[batch - keep :].detach().to(device, buffer.dtype)
+            setattr(self, name, buffer.index_copy(0, index, values))
+        self._pushed += batch
+        self._pushes += 1
+        self.counts[0] += batch  # on the device: no host-to-device copy
+        self.counts[1] += 1
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected, errors):
+        mu = state_dict.get(prefix + "mu")
+        if mu is not None:
+            if mu.dim() != 2 or mu.shape[0] != self.size:
+                raise ValueError(
+                    f"The saved atom memory holds {tuple(mu.shape)[0] if mu.dim() else '?'} samples but "
+                    f"atom_memory_size is {self.size}: resume with --atom_memory_size {mu.shape[0] if mu.dim() else ''}"
+                    ", or start without the checkpoint's atom memory (delete its atom_memory state)."
+                )
+            if self.mu is not None and mu.shape[1] != self.mu.shape[1]:
+                raise ValueError(
+                    f"The saved atom memory has positions of width D={mu.shape[1]}, this one D={self.mu.shape[1]}: "
+                    "resume with the heads that wrote it (the same --atom_position_dim)."
+                )
+            if self.mu is None:
+                self._allocate(mu.shape[1], mu.dtype, mu.device)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected, errors)
+        self._pushed, self._pushes = (int(value) for value in self.counts.tolist())
+
+
+_NEEDS_GATHER = (
+    "atom_memory_size > 0 under data parallelism needs --atom_gather_across_processes true: the queue holds every "
+    "process's samples, so all processes hold the same queue and one checkpoint restores it."
+)
+
+
+def check_memory_processes(config: AtomConfig, num_processes: int) -> None:
+    """Refuses a memory with several processes but pairs within each one (a trainer's check, at set-up)."""
+    if config.memory_size > 0 and num_processes > 1 and not config.gather_across_processes:
+        raise ValueError(_NEEDS_GATHER)
+
+
+def _row_sums(rows: AtomSummaries, cols: AtomSummaries, loss_fn: AtomLoss) -> torch.Tensor:
+    """Sum over the columns of each row's pair energies (invalid pairs 0)."""
+    unpaired = torch.zeros(rows.mu.shape[0], cols.mu.shape[0], dtype=torch.bool, device=rows.mu.device)
+    return loss_fn.pair_energies(rows, cols, unpaired)[0].sum(dim=1)
+
+
+def _checkpointed_row_sums(mu, r, s_plus, s_minus, n_tokens, valid, cols, loss_fn):
+    return _row_sums(AtomSummaries(mu, r, s_plus, s_minus, n_tokens, valid), cols, loss_fn)
+
+
+def memory_row_energies(loss_fn: AtomLoss, rows: AtomSummaries, memory: AtomSummaries) -> torch.Tensor:
+    """`(R,)`: each row's summed pair energy with every valid memory sample, in chunks of the memory.
+
+    With gradients, each chunk is recomputed in the backward instead of keeping its (R, chunk, D) intermediates, so
+    peak memory stays O(R * chunk * D) for any memory size.
+    """
+    batch, dim = rows.mu.shape
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * dim))
+    size = memory.mu.shape[0]
+    needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (rows.mu, rows.r, rows.s_plus))
+    total = rows.mu.new_zeros(batch)
+    for start in range(0, size, chunk):
+        cols = AtomSummaries(*(field[start : start + chunk] for field in memory.as_tuple()))
+        if needs_graph and size > chunk:
+            part = checkpoint(
+                _checkpointed_row_sums, *rows.as_tuple(), cols, loss_fn, use_reentrant=False, preserve_rng_state=False
+            )
+        else:
+            part = _row_sums(rows, cols, loss_fn)
+        total = total + part
+    return total
+
+
+def memory_atom_loss(
+    loss_fn: AtomLoss,
+    local: AtomSummaries,
+    memory: AtomMemory,
+    *,
+    gather_across_processes: bool = False,
+    step: int | None = None,
+    group: dist.ProcessGroup | None = None,
+) -> tuple[torch.Tensor, AtomLossOutput, torch.Tensor]:
+    """L_A over the pairs of the current batch and its pairs with the memory (module docstring), then the push.
+
+    Args:
+        loss_fn (`AtomLoss`): the loss settings.
+        local (`AtomSummaries`): this process's summaries, with gradient.
+        memory (`AtomMemory`): the queue; it is read first, then this step's (global) summaries are pushed.
+        gather_across_processes (`bool`): pair with every process's samples (the gathered batch is pushed, so every
+            process holds the same queue). Under data parallelism it is required: a per-process queue would differ
+            between processes and could not be restored from one checkpoint.
+        step (`int`, *optional*): the optimizer step, for the warm-up; by default the number of earlier pushes.
+
+    Returns:
+        `tuple(torch.Tensor, AtomLossOutput, torch.Tensor)`: the objective to add (scaled, under gathering, so that
+        data parallelism's averaged gradient is that of the global loss, as in `cross_process_atom_loss`); the parts
+        (`loss` the global L_A with memory pairs, detached under gathering; `num_pairs` the batch's own pairs); and
+        the number of batch-memory pairs.
+    """
+    if _is_batched(local.mu):
+        raise ValueError(
+            "atom_memory_size > 0 does not run under torch.func.vmap (the queue is state shared by the groups). Use "
+            "atom_memory_size=0 for ensembles, or one AtomRegularizer per group."
+        )
+    gather = gather_across_processes and is_distributed()
+    if is_distributed() and not gather:
+        raise ValueError(_NEEDS_GATHER)
+    if gather:
+        world_size = dist.get_world_size(group)
+        batch, local_index = gather_summaries(local, group)
+        columns = torch.arange(batch.mu.shape[0], device=local_index.device)
+        same_sample = local_index[:, None] == columns[None, :]
+    else:
+        world_size, batch = 1, local
+        same_sample = torch.eye(local.mu.shape[0], dtype=torch.bool, device=local.mu.device)
+    energies, dbar, pair_mask = loss_fn.pair_energies(local, batch, same_sample)
+    num_valid = batch.valid.sum()
+    batch_pairs = (num_valid * (num_valid - 1)) // 2
+    local_sum = energies.sum() / 2  # ordered pairs: each unordered batch pair twice
+    memory_pairs = torch.zeros_like(batch_pairs)
+    if memory.mu is not None and memory.is_active(step):
+        stored = memory.summaries(local.mu.device)
+        local_sum = local_sum + memory_row_energies(loss_fn, local, stored).sum()
+        memory_pairs = num_valid * stored.valid.sum()
+    num_pairs = (batch_pairs + memory_pairs).clamp(min=1).to(energies.dtype)
+    objective = local_sum * world_size / num_pairs
+    if gather:
+        global_sum = local_sum.detach().clone()
+        dist.all_reduce(global_sum, group=group)
+        loss = global_sum / num_pairs
+    else:
+        loss = objective
+    memory.push(batch)
+    parts = AtomLossOutput(
+        loss=loss,
+        pair_energies=energies,
+        pair_distances=dbar,
+        summaries=local,
+        pair_mask=pair_mask,
+        num_pairs=batch_pairs,
+    )
+    return objective, parts, memory_pairs
+
+
+def _is_batched(tensor: torch.Tensor) -> bool:
+    try:
+        return bool(torch._C._functorch.is_batchedtensor(tensor))
+    except AttributeError:  # pragma: no cover - older torch
+        return False
+
+
+def save_memory(memory: AtomMemory, folder: str) -> str:
+    """Writes the queue to `folder/atom_memory.safetensors` (a training checkpoint) and returns the path."""
+    import os
+
+    from safetensors.torch import save_file
+
+    path = os.path.join(folder, MEMORY_STATE_NAME)
+    save_file({name: value.detach().contiguous().cpu() for name, value in memory.state_dict().items()}, path)
+    return path
+
+
+def load_memory(memory: AtomMemory | None, folder: str) -> None:
+    """Restores the queue from a training checkpoint; errors name the fix when the checkpoint and the run disagree."""
+    import os
+
+    from safetensors.torch import load_file
+
+    path = os.path.join(folder, MEMORY_STATE_NAME)
+    if memory is None:
+        if os.path.exists(path):
+            raise ValueError(
+                f"{folder} holds an atom memory ({MEMORY_STATE_NAME}) but this run has atom_memory_size=0: resume "
+                "with the run's --atom_memory_size, or delete that file to resume without its memory."
+            )
+        return
+    if not os.path.exists(path):
+        raise ValueError(
+            f"{folder} has no atom memory ({MEMORY_STATE_NAME}) but this run has atom_memory_size={memory.size}: "
+            "the checkpoint comes from a run without memory. Resume with --atom_memory_size 0, or start a new run."
+        )
+    memory.load_state_dict(load_file(path))
