@@ -87,6 +87,27 @@ def test_cross_process_gradient_equals_single_process(tmp_path):
             assert torch.allclose(got, want, rtol=1e-10, atol=1e-14)
 
 
+def test_memory_queue_is_the_same_on_both_processes_and_gradients_match(tmp_path):
+    """The cross-batch memory (D9) under 2 processes: both hold the same queue (the gathered batches), equal to a
+    single process's on the concatenated batches; the averaged gradient and the loss are the single-process ones."""
+    sys.path.insert(0, str(SCRIPTS))
+    from distributed_memory import make_problem, run
+
+    run_two_processes(SCRIPTS / "distributed_memory.py", str(tmp_path))
+    hidden, mask, model = make_problem()
+    memory, grads, loss, pairs = run(model, hidden, mask)
+    ranks = [torch.load(tmp_path / f"memory_rank{rank}.pt") for rank in range(2)]
+    for result in ranks:
+        assert result["memory"].keys() == memory.state_dict().keys()
+        for name, value in memory.state_dict().items():
+            assert torch.equal(result["memory"][name], ranks[0]["memory"][name]), name  # the same on both
+            assert torch.allclose(result["memory"][name].double(), value.double(), rtol=1e-12, atol=1e-14), name
+        assert int(result["pairs"]) == int(pairs) == 6 * 7
+        assert torch.allclose(result["loss"], loss, rtol=1e-12, atol=0)
+        for got, want in zip(result["grads"], grads):
+            assert torch.allclose(got, want, rtol=1e-10, atol=1e-14)
+
+
 def accelerate_command(config: str, *extra: str) -> list[str]:
     return [
         str(Path(sys.executable).with_name("accelerate")),
