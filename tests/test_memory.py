@@ -177,8 +177,9 @@ def train(output_dir, data, build=bert_no_dropout, resume=None, **overrides):
 
 
 def test_memory_off_is_today_and_an_inactive_memory_changes_nothing(tmp_path):
-    """atom_memory_size=0 never reaches the memory code (no queue, no file); a memory whose warm-up outlasts the
-    run computes the same loss by another path, bit for bit; an active one changes the weights."""
+    """atom_memory_size=0 never reaches the memory code (no queue, no file): bit for bit the default run; a memory
+    whose warm-up outlasts the run computes the same loss by another path (to rounding); an active one changes the
+    weights."""
     data = text_dataset(16)
     common = dict(num_train_epochs=1, atom_weight=0.5)
     off, off_trainer = train(tmp_path / "off", data, **common, atom_memory_size=0)
@@ -188,7 +189,8 @@ def test_memory_off_is_today_and_an_inactive_memory_changes_nothing(tmp_path):
     assert off_trainer.atom_objective.memory is None
     for name, param in off.named_parameters():
         assert torch.equal(param, dict(default.named_parameters())[name]), name
-        assert torch.equal(param, dict(inactive.named_parameters())[name]), name
+        # M = 0 takes the fused one-node objective (issue 19), a memory run the op-by-op path: equal up to rounding
+        assert torch.allclose(param, dict(inactive.named_parameters())[name], rtol=1e-4, atol=1e-6), name
     assert any(not torch.equal(p, dict(active.named_parameters())[n]) for n, p in off.named_parameters())
     logs = [log for log in off_trainer.state.log_history if "atom_memory_pairs" in log]
     assert logs and all(log["atom_memory_pairs"] == 0 for log in logs)
