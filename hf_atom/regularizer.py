@@ -139,6 +139,7 @@ class AtomRegularizerOutput:
             p=q,  # not read by statistics()
             mask=self.mask,
             stats_threshold=self.stats_threshold,
+            memory_pairs=self.memory_pairs,
         )
 
     def check_finite(self, task_loss: torch.Tensor | None = None, step: int | None = None) -> None:
