@@ -240,7 +240,9 @@ class AtomObjective(nn.Module):
             objective, charge, parts = self._fused(q, p, mask, weight)
             memory_pairs = None
         else:
-            objective, charge, parts, memory_pairs = self._op_by_op(q, p, mask, weight, gather, use_memory, memory_step)
+            objective, charge, parts, memory_pairs = self._op_by_op(
+                q, p, mask, weight, gather, use_memory, memory_step
+            )
         return AtomRegularizerOutput(
             objective=objective,
             loss=parts.loss,
