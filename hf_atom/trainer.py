@@ -83,7 +83,8 @@ class AtomTrainerMixin:
     reaches the weights. The check adds no host synchronisation: it is made after the backward pass is queued, where
     Trainer's `logging_nan_inf_filter` synchronises anyway, and replaces that filter's two reads of the loss (the
     filter would only drop a loss that this check refuses). With `logging_nan_inf_filter=False` it is one
-    synchronisation per step of its own (docs/DESIGN.md, "No host synchronisation per step").
+    synchronisation per step of its own (docs/DESIGN.md, "No host synchronisation per step"). Under DeepSpeed, whose
+    optimizer step runs inside the backward call, the check is made before backward instead (one synchronisation).
     """
 
     atom_arguments_class: type = AtomTrainingArguments
@@ -265,6 +266,11 @@ class AtomTrainerMixin:
         if scaled_for_ga:
             objective = objective / self.current_gradient_accumulation_steps
         loss = task_loss + objective.to(task_loss.dtype)
+        if getattr(self, "is_deepspeed_enabled", False):
+            # Under DeepSpeed the optimizer step runs INSIDE `accelerator.backward` (accelerate's engine wrapper calls
+            # `engine.step()` right after `engine.backward`): the check after backward would come too late, so it is
+            # made here, before backward, at one host synchronisation per step of its own.
+            self._check_atom_loss(loss, self._atom_pending)
         return (loss, outputs) if return_outputs else loss
 
     # -- the non-finite check, folded into the parent's own per-step synchronisation --------------------------
@@ -275,7 +281,8 @@ class AtomTrainerMixin:
         The check reads the step's loss once, after its backward pass is queued and before any optimizer step, which
         is where `Trainer` reads it for `logging_nan_inf_filter` (twice: `isnan`, then `isinf`). A finite loss would
         pass that filter unchanged, so for this step the filter is lifted (restored in `floating_point_ops`, which
-        `Trainer` calls right after it): the step makes one host synchronisation where `Trainer` makes two.
+        `Trainer` calls right after it): the step makes one host synchronisation where `Trainer` makes two. Under
+        DeepSpeed the optimizer step is part of the backward call, so the check was made in `compute_loss` instead.
         """
         self._restore_nan_filter()
         self._atom_pending = None
@@ -283,7 +290,17 @@ class AtomTrainerMixin:
         pending, self._atom_pending = self._atom_pending, None
         if pending is None:  # no atom term in this loss (lambda = 0 on one process, or the parent ran no pass)
             return loss
-        # inf * 0 and NaN * 0 are NaN: the one host synchronisation of the step
+        if not getattr(self, "is_deepspeed_enabled", False):  # under DeepSpeed: checked in compute_loss
+            self._check_atom_loss(loss, pending)
+        if self.args.logging_nan_inf_filter:
+            self._atom_nan_filter = True
+            self.args.logging_nan_inf_filter = False  # this loss is known finite: the filter would only read it again
+        return loss
+
+    @staticmethod
+    def _check_atom_loss(loss: torch.Tensor, pending: tuple) -> None:
+        """Raises a `FloatingPointError` naming the part if the step's loss is not finite (one host synchronisation)."""
+        # inf * 0 and NaN * 0 are NaN
         if bool(torch.isnan(loss.detach() * 0)):
             task_loss, atom, step = pending
             atom.check_finite(task_loss, step=step)  # names the part that is not finite
@@ -292,10 +309,6 @@ class AtomTrainerMixin:
                 f"({loss.detach().float().item()}) is not. It was stopped before reaching the weights; lower the "
                 "learning rate or atom_weight."
             )
-        if self.args.logging_nan_inf_filter:
-            self._atom_nan_filter = True
-            self.args.logging_nan_inf_filter = False  # this loss is known finite: the filter would only read it again
-        return loss
 
     def floating_point_ops(self, inputs: dict[str, torch.Tensor | Any]) -> int:
         self._restore_nan_filter()  # Trainer calls this right after its nan/inf filter: the user's setting returns
