@@ -65,6 +65,31 @@ def forward_backward(loss_fn, q, p, mask):
     return step
 
 
+def measure(
+    variants: dict, batch: int, tokens: int, dim: int, device: torch.device, naive_max_batch: int = 32,
+    naive_max_gb: float = 2.0, log=print,
+) -> list[dict]:  # fmt: skip
+    """Median forward + backward ms and peak MiB of each variant on the same random inputs (one row each)."""
+    q, p, mask = make_inputs(batch, tokens, dim, device)
+    rows, reference = [], None
+    for name, loss_fn in variants.items():
+        if name == "naive_loop" and batch > naive_max_batch:
+            continue
+        if name == "naive_vectorized" and batch * batch * tokens**2 * 4 * 6 / 2**30 > naive_max_gb:
+            continue
+        step = forward_backward(loss_fn, q, p, mask)
+        value = loss_fn(q, p, mask).item()
+        reference = value if reference is None else reference
+        slow = name.startswith("naive")
+        ms = median_ms(step, device, warmup=1 if slow else 5, repeats=5 if slow else 50)
+        # compiled kernels bypass the op-level tracker on CPU: no peak there
+        memory = peak_mb(step, device) if not name.startswith("compiled") or device.type == "cuda" else float("nan")
+        rows.append({"batch": batch, "tokens": tokens, "dim": dim, "variant": name, "ms": ms, "peak_mib": memory,
+                     "loss": value, "abs_diff_vs_first": abs(value - reference)})  # fmt: skip
+        log(f"B={batch:4d} {name:17s} {ms:10.3f} ms  peak {memory:9.2f} MiB  loss {value:.6g}")
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -99,32 +124,7 @@ def main() -> None:
 
     rows = []
     for batch in batch_sizes:
-        q, p, mask = make_inputs(batch, args.tokens, dim, device)
-        reference = None
-        for name, loss_fn in variants.items():
-            if name == "naive_loop" and batch > naive_max_batch:
-                continue
-            if name == "naive_vectorized" and batch * batch * args.tokens**2 * 4 * 6 / 2**30 > args.naive_max_gb:
-                continue
-            step = forward_backward(loss_fn, q, p, mask)
-            value = loss_fn(q, p, mask).item()
-            reference = value if reference is None else reference
-            slow = name.startswith("naive")
-            ms = median_ms(step, device, warmup=1 if slow else 5, repeats=5 if slow else 50)
-            memory = peak_mb(step, device) if name != "compiled" or cuda else float("nan")
-            rows.append(
-                {
-                    "batch": batch,
-                    "tokens": args.tokens,
-                    "dim": dim,
-                    "variant": name,
-                    "ms": ms,
-                    "peak_mib": memory,
-                    "loss": value,
-                    "abs_diff_vs_first": abs(value - reference),
-                }
-            )
-            print(f"B={batch:4d} {name:17s} {ms:10.3f} ms  peak {memory:9.2f} MiB  loss {value:.6g}", flush=True)
+        rows += measure(variants, batch, args.tokens, dim, device, naive_max_batch, args.naive_max_gb)
 
     print(f"\nAtomic loss forward+backward, N={args.tokens}, D={dim}, {device_name(device)}\n")
     print("| B | variant | median ms | speed-up vs naive_loop | peak MiB | loss diff. vs first variant |")

@@ -209,32 +209,6 @@ def test_bad_input_is_named_before_training(tmp_path):
         )
 
 
-def test_gpu_suite_dry_run_runs_the_protocol_program_on_cpu(tmp_path):
-    """`bash benchmarks/gpu_suite.sh --dry_run`: both protocol ensembles, 200 steps, every method and dataset,
-    tables with paired tests, curves and scatters."""
-    import subprocess
-
-    root = os.path.dirname(RECIPES)
-    env = {**os.environ, "PYTHON": sys.executable}
-    result = subprocess.run(
-        ["bash", os.path.join(root, "benchmarks", "gpu_suite.sh"), "--dry_run", "--out", str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=600,
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr[-3000:]
-    record = json.loads((tmp_path / "gpu_suite.json").read_text())
-    part = record["parts"]["gan_protocol"]
-    assert record["dry_run"] and part["steps"] == 200 and part["members"] == {"gan_atom": 16, "pacgan2": 4}
-    runs = os.listdir(tmp_path / "gan_protocol" / "runs")
-    assert len(runs) == 20 and "ring__atom_w0.01__s1.json" in runs and "grid__pacgan2__s0.json" in runs
-    tables = (tmp_path / "gan_protocol" / "tables.md").read_text()
-    assert tables.count("| atom_w0.1 | 2 |") == 2 and "control" in tables
-    for picture in ("curves.png", "scatter.png"):
-        assert (tmp_path / "gan_protocol" / picture).stat().st_size > 10_000
-    with pytest.raises(subprocess.CalledProcessError):
-        subprocess.run(["bash", os.path.join(root, "benchmarks", "gpu_suite.sh"), "--parts", "nope", "--dry_run"],
-                       check=True, capture_output=True, env=env)  # fmt: skip
-
-
 def test_study_statistics_on_hand_made_runs():
     sys.path.insert(0, os.path.join(os.path.dirname(RECIPES), "benchmarks"))
     import gan_study
