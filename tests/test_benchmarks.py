@@ -114,3 +114,31 @@ def test_faithfulness_script_scores_every_method_with_its_cost(tmp_path):
         assert 0 <= values["deletion_auc"]["mean"] <= 1 and values["ms"]["mean"] > 0
         assert {"comprehensiveness@10", "sufficiency@50", "insertion_auc"} <= set(values)
     assert "| method | deletion AUC ↓ |" in result.stdout
+
+
+def test_memory_study_pairs_runs_by_seed(tmp_path):
+    """benchmarks/memory_study.py on hand-made CoLA results and generation evaluations: differences are per seed."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    import memory_study
+
+    mcc = {("atom_m0", 0): 0.25, ("atom_m0", 1): 0.27, ("atom_m1024", 0): 0.26, ("atom_m1024", 1): 0.30}
+    for (variant, seed), value in mcc.items():
+        folder = tmp_path / "cola" / variant / f"seed{seed}"
+        folder.mkdir(parents=True)
+        results = {"train_runtime_s": 10.0, "validation": {"mcc": value, "accuracy": 0.7, "atom_memory_pairs": 0.0}}
+        (folder / "results.json").write_text(json.dumps(results))
+    (tmp_path / "lm_eval").mkdir()
+    metrics = dict.fromkeys(memory_study.LM_METRICS, 0.5) | {"heldout_ppl": 300.0, "base_ppl_of_samples": 200.0}
+    for name, distinct_2 in (("w0.1_m0_s0", 0.80), ("w0.1_m0_s1", 0.82), ("w0.1_m1024_s0", 0.85),
+                             ("w0.1_m1024_s1", 0.86), ("base_s0", 0.8)):  # fmt: skip
+        temperatures = {"1.0": metrics | {"distinct_2": distinct_2, "mean_words": 7.0}}
+        (tmp_path / "lm_eval" / f"{name}__{name}.json").write_text(json.dumps({"temperatures": temperatures}))
+    record = memory_study.main(["--root", str(tmp_path), "--out", str(tmp_path / "out")])
+    row = record["cola"]["mcc"]
+    assert row["seeds"] == [0, 1] and row["higher"] == 2
+    assert abs(row["diff"]["mean"] - 0.02) < 1e-12 and abs(row["per_seed_diff"][1] - 0.03) < 1e-12
+    lm = record["lm"]["w0.1"]["1.0"]["distinct_2"]
+    assert abs(lm["diff"]["mean"] - 0.045) < 1e-12 and lm["n"] == 2
+    assert set(record["lm_summary"]) == {"baseline (λ 0)", "λ 0.1, M 0", "λ 0.1, M 1024"}
+    tables = (tmp_path / "out" / "tables.md").read_text()
+    assert "| validation mcc |" in tables and (tmp_path / "out" / "lm_diversity_quality.png").is_file()
