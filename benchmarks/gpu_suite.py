@@ -2,8 +2,9 @@
 
 Parts:
 - `loss`: the atomic loss alone, forward + backward, B 64, N 197, D 768 (`benchmarks/loss_speed.py`): eager
-  (`hf_atom.atom_loss`), compiled (`torch.compile` of the same factorised loss, its input checks outside) and the trainer's objective (`AtomObjective`, the fused
-  one-node path, charge term off so that it is L_A alone): median ms and peak memory.
+  (`hf_atom.atom_loss`), compiled (`torch.compile` of the same factorised loss, its input checks outside) and the
+  trainer's objective (`AtomObjective`, the fused one-node path, charge term off so that it is L_A alone): median
+  ms and peak memory.
 - `train_step`: a training step, `Trainer` vs `AtomTrainer` (`benchmarks/trainer_overhead.py`), for ViT-B/16 (B 64,
   224 px), GPT-2 small (16 x 256) and SmolLM2-135M (8 x 512), bf16, configs built locally (random weights): ms per
   step, overhead, images or tokens per second, host syncs and kernel-launching ops per step, peak memory.
