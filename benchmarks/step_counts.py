@@ -80,17 +80,27 @@ def per_step(short: StepCounter, long: StepCounter, extra_steps: int) -> dict[st
 BATCH, LENGTH = 16, 12
 
 
-def _bert_step_counts(atom: bool, steps: int, output_dir: str) -> StepCounter:
+def classification_rows(steps: int) -> list[dict]:
+    """`BATCH * steps` tiny-BERT classification samples of `LENGTH` tokens (labels 0-2), the same every call."""
     import torch
-    from tiny_models import VOCAB, bert
+    from tiny_models import VOCAB
+
+    generator = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(BATCH * steps):
+        ids = torch.randint(3, VOCAB, (LENGTH,), generator=generator)
+        rows.append({"input_ids": ids, "attention_mask": torch.ones(LENGTH, dtype=torch.long), "labels": i % 3})
+    return rows
+
+
+def bert_step_counts(atom: bool, steps: int, output_dir: str) -> StepCounter:
+    """Counts of a `steps`-step run of Trainer or AtomTrainer (lambda 0.1) on the tiny BERT (tests/tiny_models.py)."""
+    import torch
+    from tiny_models import bert
     from transformers import Trainer, TrainingArguments
 
     torch.manual_seed(0)
-    generator = torch.Generator().manual_seed(0)
-    data = []
-    for i in range(BATCH * steps):
-        ids = torch.randint(3, VOCAB, (LENGTH,), generator=generator)
-        data.append({"input_ids": ids, "attention_mask": torch.ones(LENGTH, dtype=torch.long), "labels": i % 3})
+    data = classification_rows(steps)
     common = dict(output_dir=output_dir, per_device_train_batch_size=BATCH, max_steps=steps, save_strategy="no",
                   report_to="none", disable_tqdm=True, logging_steps=1000, seed=0, use_cpu=True)  # fmt: skip
     if atom:
@@ -128,7 +138,7 @@ def measure_version(output_dir: str) -> dict[str, dict[str, float]]:
     hf_atom that this process imports."""
     rows = {}
     for name, atom in (("Trainer", False), ("AtomTrainer", True)):
-        rows[name] = per_step(_bert_step_counts(atom, 8, output_dir), _bert_step_counts(atom, 16, output_dir), 8)
+        rows[name] = per_step(bert_step_counts(atom, 8, output_dir), bert_step_counts(atom, 16, output_dir), 8)
     rows["AtomLoss alone"] = _loss_alone_counts()
     return rows
 

@@ -25,6 +25,7 @@ from torch.utils.checkpoint import checkpoint
 from .configuration import AtomConfig
 from .distributed import gather_summaries, is_distributed
 from .loss import AtomLoss, AtomLossOutput, AtomSummaries
+from .loss_contract import _under_vmap
 
 __all__ = [
     "MEMORY_STATE_NAME",
@@ -219,7 +220,7 @@ def memory_atom_loss(
         (`loss` the global L_A with memory pairs, detached under gathering; `num_pairs` the batch's own pairs); and
         the number of batch-memory pairs.
     """
-    if _is_batched(local.mu):
+    if _under_vmap(local.mu):
         raise ValueError(
             "atom_memory_size > 0 does not run under torch.func.vmap (the queue is state shared by the groups). Use "
             "atom_memory_size=0 for ensembles, or one AtomRegularizer per group."
@@ -262,13 +263,6 @@ def memory_atom_loss(
         num_pairs=batch_pairs,
     )
     return objective, parts, memory_pairs
-
-
-def _is_batched(tensor: torch.Tensor) -> bool:
-    try:
-        return bool(torch._C._functorch.is_batchedtensor(tensor))
-    except AttributeError:  # pragma: no cover - older torch
-        return False
 
 
 def save_memory(memory: AtomMemory, folder: str) -> str:

@@ -13,44 +13,25 @@ from pathlib import Path
 import pytest
 import torch
 from tiny_models import VOCAB, bert, llama_lm
-from transformers import Trainer, TrainingArguments
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-from step_counts import VIEW_OPS, StepCounter, count_training_steps, per_step  # noqa: E402
+from step_counts import (  # noqa: E402
+    VIEW_OPS,
+    StepCounter,
+    bert_step_counts,
+    classification_rows,
+    count_training_steps,
+    per_step,
+)
 
 from hf_atom import AtomTrainer, AtomTrainingArguments  # noqa: E402
-
-BATCH = 16
-
-
-def _dataset(steps: int, length: int = 12, labels: bool = True) -> list[dict]:
-    generator = torch.Generator().manual_seed(0)
-    rows = []
-    for i in range(BATCH * steps):
-        ids = torch.randint(3, VOCAB, (length,), generator=generator)
-        row = {"input_ids": ids, "attention_mask": torch.ones(length, dtype=torch.long)}
-        row["labels"] = i % 3 if labels else ids.clone()
-        rows.append(row)
-    return rows
-
-
-def _bert_counts(tmp_path, atom: bool, steps: int, **overrides) -> StepCounter:
-    torch.manual_seed(0)
-    common = dict(output_dir=str(tmp_path), per_device_train_batch_size=BATCH, max_steps=steps, save_strategy="no",
-                  report_to="none", disable_tqdm=True, logging_steps=1000, seed=0, use_cpu=True, **overrides)  # fmt: skip
-    if atom:
-        trainer = AtomTrainer(
-            model=bert(), args=AtomTrainingArguments(**common, atom_weight=0.1), train_dataset=_dataset(steps)
-        )
-    else:
-        trainer = Trainer(model=bert(), args=TrainingArguments(**common), train_dataset=_dataset(steps))
-    return count_training_steps(trainer)
 
 
 @pytest.fixture(scope="module")
 def bert_per_step(tmp_path_factory):
     folder = tmp_path_factory.mktemp("cost")
-    return {atom: per_step(_bert_counts(folder, atom, 8), _bert_counts(folder, atom, 16), 8) for atom in (False, True)}
+    return {atom: per_step(bert_step_counts(atom, 8, str(folder)), bert_step_counts(atom, 16, str(folder)), 8)
+            for atom in (False, True)}  # fmt: skip
 
 
 def test_atom_trainer_adds_no_host_synchronisation(bert_per_step):
@@ -72,7 +53,7 @@ def test_the_nan_filter_is_the_users_after_training(tmp_path):
     args = AtomTrainingArguments(output_dir=str(tmp_path), per_device_train_batch_size=4, max_steps=2,
                                  save_strategy="steps", save_steps=1, report_to="none", disable_tqdm=True,
                                  use_cpu=True, atom_weight=0.1)  # fmt: skip
-    trainer = AtomTrainer(model=bert(), args=args, train_dataset=_dataset(1)[:8])
+    trainer = AtomTrainer(model=bert(), args=args, train_dataset=classification_rows(1)[:8])
     seen = []
     original = trainer.floating_point_ops
 
