@@ -31,7 +31,6 @@ class AtomMetricsBuffer:
             "train": defaultdict(list),
             "eval": defaultdict(list),
         }
-
         self._pending: list[tuple[torch.Tensor, AtomRegularizerOutput]] = []  # training steps not yet summarised
 
     @torch.no_grad()
