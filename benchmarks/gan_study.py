@@ -62,16 +62,43 @@ def _cpu_study() -> list[tuple[str, list[str]]]:
     return study
 
 
-STUDIES: dict[str, list[tuple[str, list[str]]]] = {"cpu": _cpu_study()}
+# Issue 20's cross-batch memory on the grid: lambda 0.1 with M in {0, 4096}, the same 10 seeds, the CPU budget in
+# fp32 (bf16 matmuls are emulated, about 25x slower, on CPUs without AVX-512 BF16). One ensemble per arm.
+MEMORY_STUDY = [
+    (
+        f"memory_m{size}_grid_s0-9",
+        [
+            "--datasets",
+            "grid",
+            "--methods",
+            "atom:0.1",
+            "--seeds",
+            "0-9",
+            *CPU_BUDGET,
+            "--atom_memory_size",
+            str(size),
+        ],
+    )  # fmt: skip
+    for size in (4096, 0)
+]
+
+STUDIES: dict[str, list[tuple[str, list[str]]]] = {"cpu": _cpu_study(), "memory": MEMORY_STUDY}
 
 METRICS = (("modes", "modes"), ("high_quality", "high quality"), ("reverse_kl", "reverse KL"))
 CONTROL = "gan"
 
 
 def method_of(run: dict) -> str:
-    """Row label: gan, pacgan2, atom_w0.1, ...; fp32 runs get a suffix so they never mix with bf16 ones."""
+    """Row label: gan, pacgan2, atom_w0.1, atom_w0.1_m4096 (a cross-batch memory), ...; fp32 runs get a suffix so
+    they never mix with bf16 ones."""
     label = run["name"].split("__")[1]
     return label + (" (fp32)" if run["settings"].get("precision") == "fp32" else "")
+
+
+def reference_of(method: str) -> str:
+    """What a row is tested against: the control, or for a memory row (`_m<M>`) the same method without memory."""
+    without_memory = re.sub(r"_m\d+", "", method)
+    return without_memory if without_memory != method else CONTROL
 
 
 def run_study(
@@ -144,15 +171,16 @@ def summarize(runs: list[dict]) -> dict:
     table: dict = {}
     for dataset, methods in sorted(grouped.items()):
         table[dataset] = {}
-        control = methods.get(CONTROL, {})
         for method, by_seed in sorted(methods.items(), key=lambda kv: _method_order(kv[0])):
-            row = {"seeds": sorted(by_seed)}
+            row = {"seeds": sorted(by_seed), "reference": reference_of(method)}
+            reference = methods.get(row["reference"], {}) if method != CONTROL else {}
             for key, _ in METRICS:
                 values = {seed: final_value(run, key) for seed, run in by_seed.items()}
                 mean, se = mean_se(list(values.values()))
                 row[key] = {"mean": mean, "se": se, "nan_runs": sum(math.isnan(v) for v in values.values())}
-                if method != CONTROL and control:
-                    row[key]["vs_control"] = paired_test({s: final_value(r, key) for s, r in control.items()}, values)
+                if reference:
+                    tested = {s: final_value(r, key) for s, r in reference.items()}
+                    row[key]["vs_reference"] = paired_test(tested, values)
             row["all_modes"] = sum(
                 run["final"]["modes"] == len(run["final"]["mode_counts"]) for run in by_seed.values()
             )
@@ -163,8 +191,9 @@ def summarize(runs: list[dict]) -> dict:
 def _method_order(method: str) -> tuple:
     base = method.split(" ")[0]
     rank = 0 if base == "gan" else 1 if base.startswith("pacgan") else 2
-    weight = float(base.split("_w")[1]) if "_w" in base else 0.0
-    return (rank, weight, method)
+    found = re.search(r"_w([0-9.e+-]+?)(?:_m(\d+))?$", base)
+    weight, memory = (float(found.group(1)), int(found.group(2) or 0)) if found else (0.0, 0)
+    return (rank, weight, memory, method)
 
 
 def _fmt(value: float, digits: int) -> str:
@@ -172,9 +201,11 @@ def _fmt(value: float, digits: int) -> str:
 
 
 def tables_markdown(table: dict) -> str:
-    """One table per dataset: mean +- s.e. per metric, all-modes count, and the paired test p-values."""
+    """One table per dataset: mean +- s.e. per metric, all-modes count, and the paired test p-values (against the
+    control; a memory row `_m<M>` against the same method without memory)."""
     lines = []
     for dataset, methods in table.items():
+        tested_against = sorted({row["reference"] for m, row in methods.items() if m != CONTROL} - {CONTROL})
         lines += [f"**{dataset}**", "",
                   "| method | seeds | modes | high quality | reverse KL | all modes | p modes | p HQ | p rKL |",
                   "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]  # fmt: skip
@@ -186,13 +217,16 @@ def tables_markdown(table: dict) -> str:
                 cells.append(cell + (f" ({row[key]['nan_runs']} n/a)" if row[key]["nan_runs"] else ""))
             tests = []
             for key, _ in METRICS:
-                test = row[key].get("vs_control")
+                test = row[key].get("vs_reference")
                 if test is not None:
                     tests.append(f"{_fmt(test['wilcoxon_p'], 3)} ({test['higher']}↑ {test['lower']}↓)")
                 else:  # the control itself, or a dataset without a control run
                     tests.append("control" if method == CONTROL else "—")
             n = len(row["seeds"])
             lines.append(f"| {method} | {n} | {' | '.join(cells)} | {row['all_modes']}/{n} | {' | '.join(tests)} |")
+        if tested_against:
+            lines += ["", f"p of an `_m<M>` row (cross-batch memory): paired against {', '.join(tested_against)} "
+                          "(the same method without memory), not against the control."]  # fmt: skip
         lines.append("")
     return "\n".join(lines)
 

@@ -137,12 +137,31 @@ def pair_energy_matrix(
     return _pair_energies(rows, cols, softening, step, token_reduction, norm_ord)
 
 
+def _gram_distances(rows_mu: torch.Tensor, cols_mu: torch.Tensor) -> torch.Tensor:
+    """Euclidean distances (R, C) from |a|^2 + |b|^2 - 2 a.b: one matmul, no (R, C, D) difference tensor.
+
+    Rounding is about float eps times |mu|^2 (the centres of unit positions have |mu| <= 1). The clamp keeps a
+    zero distance's gradient 0 (as `vector_norm`'s) instead of sqrt's infinite slope."""
+    squared = rows_mu.square().sum(-1)[:, None] + cols_mu.square().sum(-1)[None, :] - 2 * rows_mu @ cols_mu.T
+    return squared.clamp(min=torch.finfo(squared.dtype).tiny).sqrt()
+
+
 def _pair_energies(
-    rows: AtomSummaries, cols: AtomSummaries, softening: float, step: str, token_reduction: str, norm_ord: float
+    rows: AtomSummaries,
+    cols: AtomSummaries,
+    softening: float,
+    step: str,
+    token_reduction: str,
+    norm_ord: float,
+    gram: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """`pair_energy_matrix` for settings already validated (by `AtomLoss` when it was built)."""
+    """`pair_energy_matrix` for settings already validated (by `AtomLoss` when it was built); `gram` takes L2
+    distances from one matmul (`_gram_distances`), for the many pairs of a cross-batch memory."""
     with torch.autocast(device_type=rows.mu.device.type, enabled=False):
-        dbar = norm(rows.mu[:, None, :] - cols.mu[None, :, :], norm_ord)  # Eq. 7, (R, C)
+        if gram and norm_ord == 2.0:
+            dbar = _gram_distances(rows.mu, cols.mu)  # Eq. 7, (R, C)
+        else:
+            dbar = norm(rows.mu[:, None, :] - cols.mu[None, :, :], norm_ord)  # Eq. 7, (R, C)
         rbar = 0.5 * (rows.r[:, None] + cols.r[None, :])
         like = rows.s_plus[:, None] * cols.s_plus[None, :] + rows.s_minus[:, None] * cols.s_minus[None, :]
         unlike = rows.s_plus[:, None] * cols.s_minus[None, :] + rows.s_minus[:, None] * cols.s_plus[None, :]
@@ -193,10 +212,10 @@ _SUMMARY_FIELDS = ("mu", "r", "s_plus", "s_minus", "n_tokens", "valid")
 
 
 def _masked_pair_energies(
-    rows: AtomSummaries, cols: AtomSummaries, same_sample: torch.Tensor, *settings
+    rows: AtomSummaries, cols: AtomSummaries, same_sample: torch.Tensor, *settings, gram: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Pair energies with the excluded pairs (a sample with itself, or with an invalid sample) set to 0."""
-    energies, dbar = _pair_energies(rows, cols, *settings)
+    energies, dbar = _pair_energies(rows, cols, *settings, gram=gram)
     pair_mask = ~same_sample & rows.valid[:, None] & cols.valid[None, :]
     # where (not multiply) so an inf/NaN in an excluded pair can never leak into the sum or its gradient.
     energies = torch.where(pair_mask, energies, torch.zeros_like(energies))
@@ -326,12 +345,13 @@ class AtomLoss(nn.Module):
         return atom_summaries(q, p, mask, norm_ord=self.norm_ord)
 
     def pair_energies(
-        self, rows: AtomSummaries, cols: AtomSummaries, same_sample: torch.Tensor
+        self, rows: AtomSummaries, cols: AtomSummaries, same_sample: torch.Tensor, gram: bool = False
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Pair energies between row and column samples with this loss's settings, 0 for excluded pairs (a sample
         with itself: `same_sample`, or with an invalid sample). Returns energies, distances dbar and the pair mask
-        `(R, C)`."""
-        return _masked_pair_energies(rows, cols, same_sample, *self.settings)
+        `(R, C)`. `gram=True` forms L2 distances with one matmul instead of an (R, C, D) difference (for many
+        columns, e.g. a cross-batch memory); other norms ignore it."""
+        return _masked_pair_energies(rows, cols, same_sample, *self.settings, gram=gram)
 
     def loss_from_summaries(self, summaries: AtomSummaries) -> AtomLossOutput:
         return _loss_from_summaries(summaries, *self.settings)

@@ -12,7 +12,12 @@ every valid sample of the queue, each unordered pair once, with gradients throug
 over the n valid samples of the batch (of every process with `gather_across_processes`) and the m valid samples of
 the queue. Cost O(B*M*D) time and O(M*D) memory: the (B, M) energies are formed in chunks of the queue, each
 recomputed in the backward (activation checkpointing), so no (B, M, D) tensor of the whole queue is kept, and no
-(B, M, N) tensor is ever built. `atom_memory_size = 0` (the default) never reaches this module.
+(B, M, N) tensor is ever built; L2 distances to the queue come from one matmul per chunk (no (B, chunk, D) tensor
+either). `atom_memory_size = 0` (the default) never reaches this module.
+
+An ensemble of independent runs under `torch.func.vmap` (recipes/gan_ensemble.py) keeps one queue per member:
+`AtomMemory(size, groups=S)` stacks S queues, `held_memory_atom_loss` is the side-effect-free loss (vmap-safe) and
+`AtomMemory.push` takes the stacked summaries after the vmap.
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ __all__ = [
     "MEMORY_STATE_NAME",
     "AtomMemory",
     "check_memory_processes",
+    "held_memory_atom_loss",
     "load_memory",
     "memory_atom_loss",
     "memory_row_energies",
@@ -39,7 +45,8 @@ __all__ = [
 
 # The queue's file in a training checkpoint (written before trainer_state.json, so a complete checkpoint has it).
 MEMORY_STATE_NAME = "atom_memory.safetensors"
-# Largest (rows x D) block of current-vs-memory pair terms formed at once: 2^21 floats, 8 MiB in float32.
+# Largest block of current-vs-memory pair terms formed at once, (rows x chunk x D), or (rows x chunk) for L2
+# distances by matmul: 2^21 floats, 8 MiB in float32.
 _CHUNK_ELEMENTS = 2**21
 _FIELDS = ("mu", "r", "s_plus", "s_minus", "n_tokens", "valid")
 
@@ -50,20 +57,26 @@ class AtomMemory(nn.Module):
     Buffers (in `state_dict`, so a regularizer's checkpoint carries them): `mu` (size, D), `r`, `s_plus`, `s_minus`,
     `n_tokens` (size,), `valid` (size,) bool (slots never filled are invalid and never pair) and `counts` =
     (samples pushed, pushes). They are allocated on the first push (D and the device come from the summaries) or
-    from a loaded state.
+    from a loaded state. With `groups=S` every buffer but `counts` has a leading axis of S: S queues filled in step
+    (one per member of a vmapped ensemble), pushed with summaries of shape (S, batch, ...).
 
     Args:
         size (`int`): M, the number of samples the queue holds (>= 1).
         warmup_steps (`int`, defaults to 0): memory pairs start at this step; the queue fills before (D9).
+        groups (`int`, *optional*): S stacked queues; None (the default) for one.
     """
 
-    def __init__(self, size: int, warmup_steps: int = 0):
+    def __init__(self, size: int, warmup_steps: int = 0, groups: int | None = None):
         super().__init__()
-        for name, value, low in (("size", size, 1), ("warmup_steps", warmup_steps, 0)):
+        for name, value, low in (("size", size, 1), ("warmup_steps", warmup_steps, 0), ("groups", groups, 1)):
+            if name == "groups" and value is None:
+                continue
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"AtomMemory `{name}` must be an integer >= {low}, got {value!r}.")
         self.size = size
         self.warmup_steps = warmup_steps
+        self.groups = groups
+        self._axis = 0 if groups is None else 1  # the queue's slot axis
         for name in _FIELDS:
             self.register_buffer(name, None)
         self.register_buffer("counts", torch.zeros(2, dtype=torch.long))
@@ -78,22 +91,23 @@ class AtomMemory(nn.Module):
         return cls(config.memory_size, config.memory_warmup_steps)
 
     def extra_repr(self) -> str:
-        dim = None if self.mu is None else self.mu.shape[1]
-        return f"size={self.size}, dim={dim}, warmup_steps={self.warmup_steps}, pushed={self._pushed}"
+        groups = "" if self.groups is None else f"groups={self.groups}, "
+        return f"size={self.size}, {groups}dim={self.dim}, warmup_steps={self.warmup_steps}, pushed={self._pushed}"
 
     @property
     def dim(self) -> int | None:
-        return None if self.mu is None else int(self.mu.shape[1])
+        return None if self.mu is None else int(self.mu.shape[-1])
 
     def is_active(self, step: int | None = None) -> bool:
         """Whether memory pairs count at this step (optimizer steps; by default the number of earlier pushes)."""
         return (self._pushes if step is None else step) >= self.warmup_steps
 
     def _allocate(self, dim: int, dtype: torch.dtype, device: torch.device) -> None:
-        self.mu = torch.zeros(self.size, dim, dtype=dtype, device=device)
+        slots = (self.size,) if self.groups is None else (self.groups, self.size)
+        self.mu = torch.zeros(*slots, dim, dtype=dtype, device=device)
         for name in ("r", "s_plus", "s_minus", "n_tokens"):
-            setattr(self, name, torch.zeros(self.size, dtype=dtype, device=device))
-        self.valid = torch.zeros(self.size, dtype=torch.bool, device=device)
+            setattr(self, name, torch.zeros(slots, dtype=dtype, device=device))
+        self.valid = torch.zeros(slots, dtype=torch.bool, device=device)
         self.counts = self.counts.to(device)
 
     def summaries(self, device: torch.device) -> AtomSummaries:
@@ -105,25 +119,32 @@ class AtomMemory(nn.Module):
     @torch.no_grad()
     def push(self, summaries: AtomSummaries) -> None:
         """Adds a batch's summaries (detached), overwriting the oldest; a batch larger than the queue keeps its last
-        `size` samples. Invalid samples take a slot too (marked invalid), so pushing needs no device sync."""
-        batch, dim = summaries.mu.shape
+        `size` samples. Invalid samples take a slot too (marked invalid), so pushing needs no device sync. With
+        `groups=S` the summaries are stacked, (S, batch, ...), one batch per queue."""
+        expected = 2 if self.groups is None else 3
+        if summaries.mu.dim() != expected or (self.groups is not None and summaries.mu.shape[0] != self.groups):
+            layout = "(batch, D)" if self.groups is None else f"({self.groups}, batch, D), one batch per queue"
+            raise ValueError(
+                f"AtomMemory.push needs summaries with mu of shape {layout}, got {tuple(summaries.mu.shape)}."
+            )
+        batch, dim = summaries.mu.shape[-2:]
         if self.mu is None:
             self._allocate(dim, summaries.mu.dtype, summaries.mu.device)
-        elif dim != self.mu.shape[1]:
+        elif dim != self.mu.shape[-1]:
             raise ValueError(
-                f"The atom memory holds positions of width D={self.mu.shape[1]} but this batch has D={dim}: the "
+                f"The atom memory holds positions of width D={self.mu.shape[-1]} but this batch has D={dim}: the "
                 "memory was restored from a run with other heads. Resume with the same --atom_position_dim, or start "
                 "without the checkpoint's atom_memory state."
             )
-        device = self.mu.device
+        device, axis = self.mu.device, self._axis
         keep = min(batch, self.size)
         index = (torch.arange(keep, device=device) + (self._pushed + batch - keep)) % self.size
         for name in _FIELDS:
             # Out of place (an O(M*D) copy, cheap beside the O(B*M*D) pairs): this step's pairs read the old queue,
             # and their backward, which comes after this push, needs it unchanged.
             buffer = getattr(self, name)
-            values = getattr(summaries, name)[batch - keep :].detach().to(device, buffer.dtype)
-            setattr(self, name, buffer.index_copy(0, index, values))
+            values = getattr(summaries, name).narrow(axis, batch - keep, keep).detach().to(device, buffer.dtype)
+            setattr(self, name, buffer.index_copy(axis, index, values))
         self._pushed += batch
         self._pushes += 1
         self.counts[0] += batch  # on the device: no host-to-device copy
@@ -132,19 +153,26 @@ class AtomMemory(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected, errors):
         mu = state_dict.get(prefix + "mu")
         if mu is not None:
-            if mu.dim() != 2 or mu.shape[0] != self.size:
+            expected = 2 if self.groups is None else 3
+            if mu.dim() != expected or (self.groups is not None and mu.shape[0] != self.groups):
                 raise ValueError(
-                    f"The saved atom memory holds {tuple(mu.shape)[0] if mu.dim() else '?'} samples but "
-                    f"atom_memory_size is {self.size}: resume with --atom_memory_size {mu.shape[0] if mu.dim() else ''}"
-                    ", or start without the checkpoint's atom memory (delete its atom_memory state)."
+                    f"The saved atom memory has queues of shape {tuple(mu.shape)}, this one "
+                    f"{'(size, D)' if self.groups is None else f'({self.groups}, size, D)'}: resume with the run's "
+                    "settings (the same members), or start without the checkpoint's atom memory."
                 )
-            if self.mu is not None and mu.shape[1] != self.mu.shape[1]:
+            if mu.shape[-2] != self.size:
                 raise ValueError(
-                    f"The saved atom memory has positions of width D={mu.shape[1]}, this one D={self.mu.shape[1]}: "
+                    f"The saved atom memory holds {mu.shape[-2]} samples but atom_memory_size is {self.size}: resume "
+                    f"with --atom_memory_size {mu.shape[-2]}, or start without the checkpoint's atom memory (delete "
+                    "its atom_memory state)."
+                )
+            if self.mu is not None and mu.shape[-1] != self.mu.shape[-1]:
+                raise ValueError(
+                    f"The saved atom memory has positions of width D={mu.shape[-1]}, this one D={self.mu.shape[-1]}: "
                     "resume with the heads that wrote it (the same --atom_position_dim)."
                 )
             if self.mu is None:
-                self._allocate(mu.shape[1], mu.dtype, mu.device)
+                self._allocate(mu.shape[-1], mu.dtype, mu.device)
         super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected, errors)
         self._pushed, self._pushes = (int(value) for value in self.counts.tolist())
 
@@ -162,9 +190,9 @@ def check_memory_processes(config: AtomConfig, num_processes: int) -> None:
 
 
 def _row_sums(rows: AtomSummaries, cols: AtomSummaries, loss_fn: AtomLoss) -> torch.Tensor:
-    """Sum over the columns of each row's pair energies (invalid pairs 0)."""
+    """Sum over the columns of each row's pair energies (invalid pairs 0); L2 distances by matmul."""
     unpaired = torch.zeros(rows.mu.shape[0], cols.mu.shape[0], dtype=torch.bool, device=rows.mu.device)
-    return loss_fn.pair_energies(rows, cols, unpaired)[0].sum(dim=1)
+    return loss_fn.pair_energies(rows, cols, unpaired, gram=True)[0].sum(dim=1)
 
 
 def _checkpointed_row_sums(mu, r, s_plus, s_minus, n_tokens, valid, cols, loss_fn):
@@ -174,13 +202,16 @@ def _checkpointed_row_sums(mu, r, s_plus, s_minus, n_tokens, valid, cols, loss_f
 def memory_row_energies(loss_fn: AtomLoss, rows: AtomSummaries, memory: AtomSummaries) -> torch.Tensor:
     """`(R,)`: each row's summed pair energy with every valid memory sample, in chunks of the memory.
 
-    With gradients, each chunk is recomputed in the backward instead of keeping its (R, chunk, D) intermediates, so
-    peak memory stays O(R * chunk * D) for any memory size.
+    With gradients, each chunk is recomputed in the backward instead of keeping its (R, chunk[, D]) intermediates,
+    so peak memory stays O(R * chunk * D) for any memory size. Under `torch.func.vmap` (which checkpointing does not
+    support) the chunks' intermediates are kept: O(R * M) per group with L2 distances.
     """
     batch, dim = rows.mu.shape
-    chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * dim))
+    width = 1 if loss_fn.norm_ord == 2.0 else dim  # L2 distances by matmul build no (R, chunk, D) tensor
+    chunk = max(1, _CHUNK_ELEMENTS // max(1, batch * width))
     size = memory.mu.shape[0]
     needs_graph = torch.is_grad_enabled() and any(t.requires_grad for t in (rows.mu, rows.r, rows.s_plus))
+    needs_graph = needs_graph and not _under_vmap(rows.mu)
     total = rows.mu.new_zeros(batch)
     for start in range(0, size, chunk):
         cols = AtomSummaries(*(field[start : start + chunk] for field in memory.as_tuple()))
@@ -236,33 +267,75 @@ def memory_atom_loss(
     else:
         world_size, batch = 1, local
         same_sample = torch.eye(local.mu.shape[0], dtype=torch.bool, device=local.mu.device)
+    if memory.groups is not None:
+        raise ValueError(
+            f"This AtomMemory stacks {memory.groups} queues (groups): pair each group with its own queue under "
+            "torch.func.vmap through `held_memory_atom_loss`, then push the stacked summaries."
+        )
+    active = memory.mu is not None and memory.is_active(step)
+    stored = memory.summaries(local.mu.device) if active else None
+    local_sum, parts, memory_pairs = _batch_and_memory_sums(loss_fn, local, batch, same_sample, stored)
+    num_pairs = (parts.num_pairs + memory_pairs).clamp(min=1).to(local_sum.dtype)
+    objective = local_sum * world_size / num_pairs
+    if gather:
+        global_sum = local_sum.detach().clone()
+        dist.all_reduce(global_sum, group=group)
+        parts.loss = global_sum / num_pairs
+    else:
+        parts.loss = objective
+    memory.push(batch)
+    return objective, parts, memory_pairs
+
+
+def _batch_and_memory_sums(
+    loss_fn: AtomLoss,
+    local: AtomSummaries,
+    batch: AtomSummaries,
+    same_sample: torch.Tensor,
+    stored: AtomSummaries | None,
+) -> tuple[torch.Tensor, AtomLossOutput, torch.Tensor]:
+    """(the sum of the pair energies of `local`'s rows: each unordered batch pair once and every pair with a valid
+    stored sample; the parts, whose `loss` is that sum until the caller divides it; the number of memory pairs).
+    No side effect."""
     energies, dbar, pair_mask = loss_fn.pair_energies(local, batch, same_sample)
     num_valid = batch.valid.sum()
     batch_pairs = (num_valid * (num_valid - 1)) // 2
     local_sum = energies.sum() / 2  # ordered pairs: each unordered batch pair twice
     memory_pairs = torch.zeros_like(batch_pairs)
-    if memory.mu is not None and memory.is_active(step):
-        stored = memory.summaries(local.mu.device)
+    if stored is not None:
         local_sum = local_sum + memory_row_energies(loss_fn, local, stored).sum()
         memory_pairs = num_valid * stored.valid.sum()
-    num_pairs = (batch_pairs + memory_pairs).clamp(min=1).to(energies.dtype)
-    objective = local_sum * world_size / num_pairs
-    if gather:
-        global_sum = local_sum.detach().clone()
-        dist.all_reduce(global_sum, group=group)
-        loss = global_sum / num_pairs
-    else:
-        loss = objective
-    memory.push(batch)
     parts = AtomLossOutput(
-        loss=loss,
+        loss=local_sum,
         pair_energies=energies,
         pair_distances=dbar,
         summaries=local,
         pair_mask=pair_mask,
         num_pairs=batch_pairs,
     )
-    return objective, parts, memory_pairs
+    return local_sum, parts, memory_pairs
+
+
+def held_memory_atom_loss(
+    loss_fn: AtomLoss, summaries: AtomSummaries, stored: AtomSummaries | None
+) -> tuple[torch.Tensor, AtomLossOutput, torch.Tensor]:
+    """`memory_atom_loss` of one process with the queue's summaries `stored` held fixed, and no push: a pure
+    function, so it runs under `torch.func.vmap` (one queue per group of an ensemble, `AtomMemory(groups=S)`).
+
+    Args:
+        loss_fn (`AtomLoss`): the loss settings.
+        summaries (`AtomSummaries`): the batch's summaries, with gradient.
+        stored (`AtomSummaries`, *optional*): the memory's summaries (detached; invalid slots never pair); None
+            during the warm-up or before the first push: then this is the plain L_A of the batch.
+
+    Returns:
+        `tuple(torch.Tensor, AtomLossOutput, torch.Tensor)`: L_A over batch and memory pairs (D9), its parts
+        (`num_pairs` the batch's own pairs) and the number of batch-memory pairs. Push `summaries` afterwards.
+    """
+    same_sample = torch.eye(summaries.mu.shape[0], dtype=torch.bool, device=summaries.mu.device)
+    local_sum, parts, memory_pairs = _batch_and_memory_sums(loss_fn, summaries, summaries, same_sample, stored)
+    parts.loss = local_sum / (parts.num_pairs + memory_pairs).clamp(min=1).to(local_sum.dtype)
+    return parts.loss, parts, memory_pairs
 
 
 def save_memory(memory: AtomMemory, folder: str) -> str:

@@ -35,7 +35,7 @@ from .distributed import cross_process_atom_loss, is_distributed
 from .heads import BaseAtomHead, build_atom_head
 from .loss import AtomLoss, AtomLossOutput, AtomSummaries, atom_summaries
 from .loss_contract import _under_vmap, check_inputs
-from .memory import AtomMemory, memory_atom_loss
+from .memory import AtomMemory, held_memory_atom_loss, memory_atom_loss
 
 __all__ = ["ATOM_STATISTICS", "AtomObjective", "AtomRegularizer", "AtomRegularizerOutput"]
 
@@ -204,6 +204,7 @@ class AtomObjective(nn.Module):
         validate: bool = True,
         memory_step: int | None = None,
         use_memory: bool | None = None,
+        memory_summaries: AtomSummaries | None = None,
     ) -> AtomRegularizerOutput:
         """Computes the objective for one batch.
 
@@ -221,6 +222,10 @@ class AtomObjective(nn.Module):
                 earlier calls that used the memory.
             use_memory (`bool`, *optional*): pair with the cross-batch memory and push this batch to it (when
                 `memory_size` > 0); defaults to `self.training`, so evaluation neither reads nor changes the queue.
+            memory_summaries (`AtomSummaries`, *optional*): a memory kept by the caller, held fixed: pair with these
+                (detached) summaries too, and push nothing (`hf_atom.memory.held_memory_atom_loss`). It runs under
+                `torch.func.vmap`, e.g. one queue per ensemble member; the caller pushes `output.parts.summaries`.
+                Only for an objective without its own memory (`memory_size=0`), in one process.
         """
         config = self.config
         if mask is None:
@@ -236,12 +241,23 @@ class AtomObjective(nn.Module):
             check_inputs(q, p, mask, self.loss_fn.check_values)
         weight = config.weight if weight is None else _checked_weight(weight)
         use_memory = self.memory is not None and (self.training if use_memory is None else use_memory)
-        if self.loss_fn.norm_ord == 2.0 and not gather and not use_memory and not _under_vmap(q, p):
+        if memory_summaries is not None and (self.memory is not None or gather):
+            raise ValueError(
+                "`memory_summaries` (a memory kept by the caller) needs an objective without its own memory "
+                "(memory_size=0) and without gather_across_processes: build it with config.replace(memory_size=0)."
+            )
+        if (
+            self.loss_fn.norm_ord == 2.0
+            and not gather
+            and not use_memory
+            and memory_summaries is None
+            and not _under_vmap(q, p)
+        ):
             objective, charge, parts = self._fused(q, p, mask, weight)
             memory_pairs = None
         else:
             objective, charge, parts, memory_pairs = self._op_by_op(
-                q, p, mask, weight, gather, use_memory, memory_step
+                q, p, mask, weight, gather, use_memory, memory_step, memory_summaries
             )
         return AtomRegularizerOutput(
             objective=objective,
@@ -265,13 +281,16 @@ class AtomObjective(nn.Module):
         gather: bool,
         use_memory: bool,
         memory_step: int | None,
+        memory_summaries: AtomSummaries | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, AtomLossOutput, torch.Tensor | None]:
         """(objective, charge term, loss parts, memory pairs) from the loss's own functions: any norm, across
-        processes, under vmap, with the cross-batch memory."""
+        processes, under vmap, with the cross-batch memory (the module's queue, or one held by the caller)."""
         config = self.config
         summaries = atom_summaries(q, p, mask, norm_ord=self.loss_fn.norm_ord)
         memory_pairs = None
-        if use_memory:
+        if memory_summaries is not None:
+            energy, parts, memory_pairs = held_memory_atom_loss(self.loss_fn, summaries, memory_summaries)
+        elif use_memory:
             energy, parts, memory_pairs = memory_atom_loss(
                 self.loss_fn, summaries, self.memory, gather_across_processes=gather, step=memory_step
             )
@@ -375,8 +394,10 @@ class AtomRegularizer(nn.Module):
         *,
         weight: float | None = None,
         gather_across_processes: bool = False,
+        memory_summaries: AtomSummaries | None = None,
     ) -> AtomRegularizerOutput:
-        """Runs the head on `tokens` (batch, tokens, hidden_size) and returns the objective and its parts."""
+        """Runs the head on `tokens` (batch, tokens, hidden_size) and returns the objective and its parts
+        (`memory_summaries`: a memory kept by the caller, see `AtomObjective.forward`)."""
         if not isinstance(tokens, torch.Tensor) or tokens.dim() != 3:
             shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
             raise ValueError(
@@ -393,4 +414,11 @@ class AtomRegularizer(nn.Module):
             keep = (mask != 0)[..., None]
             tokens = torch.where(keep, tokens, torch.zeros((), dtype=tokens.dtype, device=tokens.device))
         q, p = self.head(tokens)
-        return self.atom_objective(q, p, mask, weight=weight, gather_across_processes=gather_across_processes)
+        return self.atom_objective(
+            q,
+            p,
+            mask,
+            weight=weight,
+            gather_across_processes=gather_across_processes,
+            memory_summaries=memory_summaries,
+        )

@@ -13,8 +13,10 @@ the discriminator's weight gradients in the generator step.
 
 Members must share one network shape: `pacgan:m` (the discriminator sees m samples) cannot share an ensemble with
 `gan`/`atom` members or with another m. The atom objective of each member runs under `torch.func.vmap` over the
-library's `AtomRegularizer` (one head per member). A run that is cut resumes from `checkpoint.pt` in `--output_dir`
-(`--resume`); each member's results are written to `runs/<member>.json` when the ensemble finishes.
+library's `AtomRegularizer` (one head per member). With `--atom_memory_size M` every atom member has its own
+cross-batch memory (D9), one of the stacked queues of an `AtomMemory(groups=S)`: read inside the vmap, pushed after
+it, saved in the checkpoint, exactly the single run's queue. A run that is cut resumes from `checkpoint.pt` in
+`--output_dir` (`--resume`); each member's results are written to `runs/<member>.json` when the ensemble finishes.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import torch
 from _arguments import parse_arguments
@@ -33,6 +35,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from hf_atom import AtomRegularizer
+from hf_atom.loss import AtomSummaries
+from hf_atom.memory import AtomMemory
 from hf_atom.metrics import MIXTURES, mixture_mode_metrics, mixture_spec, sample_mixture
 from hf_atom.regularizer import ATOM_STATISTICS
 
@@ -44,17 +48,19 @@ CHECKPOINT = "checkpoint.pt"
 
 @dataclass(frozen=True)
 class EnsembleMember:
-    """One run of the ensemble: dataset, method, seed, lambda (atom) and pack size (pacgan)."""
+    """One run of the ensemble: dataset, method, seed, lambda and memory size (atom) and pack size (pacgan)."""
 
     dataset: str
     method: str
     seed: int
     atom_weight: float = 0.0
     pack_size: int = 1
+    memory_size: int = 0
 
     @property
     def name(self) -> str:
-        tag = {"gan": "gan", "atom": f"atom_w{self.atom_weight:g}", "pacgan": f"pacgan{self.pack_size}"}[self.method]
+        atom = f"atom_w{self.atom_weight:g}" + (f"_m{self.memory_size}" if self.memory_size else "")
+        tag = {"gan": "gan", "atom": atom, "pacgan": f"pacgan{self.pack_size}"}[self.method]
         return f"{self.dataset}__{tag}__s{self.seed}"
 
 
@@ -214,6 +220,8 @@ class MixtureGanEnsemble(nn.Module):
         self.atom_layer = resolve_layer(atom_args.atom_layer, args.num_hidden_layers)
         self.atom_tokens = atom_args.atom_tokens
         generators, discriminators, heads = [], [], []
+        # The ensemble keeps the members' queues (stacked, below), so the heads' own objective has none.
+        head_config = atom_args.atom_config.replace(memory_size=0)
         for member in self.members:
             # Exactly the single run's initialisation: global seed, then G, then D; the head from a forked stream.
             with torch.random.fork_rng(devices=[]):
@@ -223,9 +231,7 @@ class MixtureGanEnsemble(nn.Module):
             if member.method == "atom":
                 with torch.random.fork_rng(devices=[]):
                     torch.manual_seed(member.seed + 1_000_003)
-                    heads.append(
-                        AtomRegularizer(hidden_size=args.hidden_size // self.atom_tokens, config=atom_args.atom_config)
-                    )
+                    heads.append(AtomRegularizer(hidden_size=args.hidden_size // self.atom_tokens, config=head_config))
 
         def stack(tensors, transpose=False) -> nn.Parameter:
             return nn.Parameter(
@@ -281,6 +287,13 @@ class MixtureGanEnsemble(nn.Module):
             )
             for param in self.atom_template.parameters():
                 param.requires_grad_(False)
+        # One cross-batch memory per atom member (D9), in state_dict, so checkpoint.pt carries the queues.
+        memory = atom_args.atom_config
+        self.atom_memory = (
+            AtomMemory(memory.memory_size, memory.memory_warmup_steps, groups=len(heads))
+            if heads and memory.memory_size
+            else None
+        )
 
     # ---------------------------------------------------------------------------------------------------- networks
 
@@ -339,12 +352,24 @@ class MixtureGanEnsemble(nn.Module):
         tokens = features.reshape(*features.shape[:2], self.atom_tokens, -1)  # = mlp_tokens per member
         params = {k.replace("__", "."): v for k, v in self.atom_params.items()}
 
-        def one_member(member_params, member_tokens):
-            out = functional_call(self.atom_template, member_params, (member_tokens,), {"weight": 1.0})
-            stats = out.statistics()
-            return out.objective, torch.stack([stats[name] for name in ATOM_STATISTICS])
+        memory = self.atom_memory
+        active = memory is not None and memory.mu is not None and memory.is_active()
+        stored = memory.summaries(tokens.device).as_tuple() if active else ()
 
-        energies, stats = vmap(one_member)(params, tokens)
+        def one_member(member_params, member_tokens, *member_memory):
+            held = AtomSummaries(*member_memory) if member_memory else None
+            kwargs = {"weight": 1.0, "memory_summaries": held}
+            out = functional_call(self.atom_template, member_params, (member_tokens,), kwargs)
+            stats = out.statistics()
+            return (
+                out.objective,
+                torch.stack([stats[name] for name in ATOM_STATISTICS]),
+                out.parts.summaries.as_tuple(),
+            )
+
+        energies, stats, summaries = vmap(one_member)(params, tokens, *stored)
+        if memory is not None:  # after this step's pairs, as a single run's memory pushes (each member its own queue)
+            memory.push(AtomSummaries(*summaries))
         return (self.atom_weights * energies).sum(), stats
 
     @torch.no_grad()
@@ -465,6 +490,13 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
                 f"{checkpoint_path} was written with other settings ({', '.join(changed)} differ): resume with the "
                 "same flags, or use a new --output_dir."
             )
+        saved_atom = state.get("atom_settings")  # absent from checkpoints written before the cross-batch memory
+        if saved_atom is not None and saved_atom != asdict(atom_args):
+            changed = sorted(k for k in saved_atom if saved_atom[k] != asdict(atom_args).get(k))
+            raise ValueError(
+                f"{checkpoint_path} was written with other atom settings ({', '.join(changed)} differ): resume with "
+                "the same --atom_* flags, or use a new --output_dir."
+            )
         ensemble.load_state_dict(state["ensemble"])
         g_opt.load_state_dict(state["g_opt"])
         d_opt.load_state_dict(state["d_opt"])
@@ -541,7 +573,7 @@ def train_ensemble(args: EnsembleArguments, atom_args: AtomGanArguments, log=pri
         if (args.save_steps and step % args.save_steps == 0) or step == args.max_steps:
             wall = wall_before + time.perf_counter() - start
             save_checkpoint(checkpoint_path, ensemble, g_opt, d_opt, streams, eval_gens, history, step, wall,
-                            atom_sum, args)  # fmt: skip
+                            atom_sum, args, atom_args)  # fmt: skip
     wall = wall_before + time.perf_counter() - start
     return write_member_results(args, atom_args, ensemble, history, wall, atom_sum, device)
 
@@ -570,7 +602,9 @@ def evaluate_members(ensemble, specs, eval_gens, num_samples: int, device) -> tu
     return rows, samples
 
 
-def save_checkpoint(path, ensemble, g_opt, d_opt, streams, eval_gens, history, step, wall, atom_sum, args) -> None:
+def save_checkpoint(
+    path, ensemble, g_opt, d_opt, streams, eval_gens, history, step, wall, atom_sum, args, atom_args
+) -> None:
     """Everything needed to continue bit for bit, written to a temporary file and renamed (never torn)."""
     state = {
         "ensemble": ensemble.state_dict(),
@@ -583,6 +617,7 @@ def save_checkpoint(path, ensemble, g_opt, d_opt, streams, eval_gens, history, s
         "wall_s": wall,
         "atom_sum": atom_sum,
         "settings": args.settings(),
+        "atom_settings": asdict(atom_args),
     }
     tmp = f"{path}.tmp"
     torch.save(state, tmp)
@@ -623,6 +658,13 @@ def parse(argv: Sequence[str] | None = None) -> tuple[EnsembleArguments, AtomGan
     resolve_layer(atom_args.atom_layer, args.num_hidden_layers)
     if args.hidden_size % atom_args.atom_tokens:
         raise ValueError(f"--atom_tokens {atom_args.atom_tokens} must divide --hidden_size {args.hidden_size}.")
+    memory_size = atom_args.atom_memory_size
+    if memory_size and args.cuda_graph:
+        raise ValueError(
+            "--cuda_graph cannot replay --atom_memory_size > 0: the queues' ring position moves every step. Drop one."
+        )
+    # The memory size is part of an atom member's name (atom_w0.1_m4096), so its results never mix with M = 0 runs.
+    args.members = [replace(m, memory_size=memory_size) if m.method == "atom" else m for m in args.members]
     return args, atom_args
 
 

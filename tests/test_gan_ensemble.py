@@ -97,6 +97,72 @@ def test_every_member_equals_its_single_run(methods, singles, tmp_path, float64)
         assert saved["final"]["step"] == 150
 
 
+MEMORY = ["--atom_memory_size", "48", "--atom_memory_warmup_steps", "3"]
+
+
+def test_every_member_with_a_memory_equals_its_single_run(tmp_path, float64):
+    """Per-member cross-batch memories (stacked queues read inside the vmap, pushed after it) == one
+    `gan_mixture.py` run with the same memory: generator weights, queues (FIFO order, validity, counts), histories."""
+    import gan_ensemble
+    import gan_mixture
+
+    steps = ["--max_steps", "60", "--eval_steps", "30"]
+    ensemble_flags = ["--datasets", "grid", "--methods", "gan,atom:0.5", "--seeds", "1,2",
+                      "--output_dir", str(tmp_path / "ens"), *NETWORK, *TRAINING, *steps, *MEMORY]  # fmt: skip
+    args, atom_args = gan_ensemble.parse(ensemble_flags)
+    assert [m.name for m in args.members] == ["grid__gan__s1", "grid__gan__s2", "grid__atom_w0.5_m48__s1",
+                                               "grid__atom_w0.5_m48__s2"]  # fmt: skip
+    gan_ensemble.train_ensemble(args, atom_args, log=lambda *_: None)
+    state = torch.load(tmp_path / "ens" / "checkpoint.pt", weights_only=True)
+    ensemble = gan_ensemble.MixtureGanEnsemble(args.members, args, atom_args)
+    ensemble.load_state_dict(state["ensemble"])
+    assert ensemble.atom_memory.mu.shape == (2, 48, 32 // 4)  # D = the token width (hidden 32 / 4 tokens)
+    for queue_index, index in enumerate(ensemble.atom_index):
+        member = args.members[index]
+        out = tmp_path / member.name
+        single = gan_mixture.main(
+            [
+                "--dataset",
+                "grid",
+                "--method",
+                "atom",
+                "--seed",
+                str(member.seed),
+                "--output_dir",
+                str(out),
+                "--disable_tqdm",
+                "true",
+                "--plot",
+                "false",
+                "--atom_weight",
+                "0.5",
+                *NETWORK,
+                *TRAINING,
+                *steps,
+                *MEMORY,
+            ]  # fmt: skip
+        )
+        weights = load_file(str(out / "generator" / "model.safetensors"))
+        mine = ensemble.member_state(index)
+        for key, value in weights.items():
+            if "num_batches_tracked" not in key:
+                torch.testing.assert_close(mine[key], value, rtol=1e-6, atol=1e-8, msg=f"{member.name} {key}")
+        head = load_file(str(out / "atom_regularizer.safetensors"))
+        for field in ("mu", "r", "s_plus", "s_minus", "n_tokens"):
+            torch.testing.assert_close(
+                getattr(ensemble.atom_memory, field)[queue_index], head[f"atom_objective.memory.{field}"]
+            )
+        assert torch.equal(ensemble.atom_memory.valid[queue_index], head["atom_objective.memory.valid"])
+        assert ensemble.atom_memory.counts.tolist() == head["atom_objective.memory.counts"].tolist() == [60 * 20, 60]
+        saved = json.loads((tmp_path / "ens" / "runs" / f"{member.name}.json").read_text())
+        assert [(r["step"], r["mode_counts"]) for r in saved["history"]] == [
+            (r["step"], r["mode_counts"]) for r in single["history"]
+        ]
+        # memory pairs after the warm-up: 20 samples x min(20 * pushes, 48) stored ones, averaged over 60 steps
+        pairs = sum(20 * min(20 * step, 48) for step in range(3, 60)) / 60
+        assert saved["atom_stats_mean"]["atom_memory_pairs"] == pytest.approx(pairs)
+
+
 def test_vmapped_regularizer_equals_a_loop_over_members():
     """One `AtomRegularizer` per member under vmap (stacked heads) == a Python loop: objectives, statistics,
     gradients of the tokens and of every head parameter."""
@@ -141,14 +207,16 @@ def test_atom_loss_under_vmap_equals_a_loop_with_masks():
         torch.testing.assert_close(grad[s], own.grad)
 
 
-def test_resume_continues_bit_for_bit(tmp_path, monkeypatch):
+@pytest.mark.parametrize("memory", [[], MEMORY], ids=["no_memory", "memory"])
+def test_resume_continues_bit_for_bit(tmp_path, monkeypatch, memory):
     """A run killed right after its step-20 checkpoint, resumed with --resume, ends with the same tensors, history
-    and statistics as an uninterrupted run (streams, Adam moments, BatchNorm statistics all restored)."""
+    and statistics as an uninterrupted run (streams, Adam moments, BatchNorm statistics, the members' queues)."""
     import gan_ensemble
 
     def flags(out, *extra):
         return ["--datasets", "grid", "--methods", "gan,atom:1", "--seeds", "0,1", "--output_dir", str(out),
-                "--max_steps", "40", "--save_steps", "20", "--eval_steps", "10", *NETWORK, *TRAINING, *extra]  # fmt: skip
+                "--max_steps", "40", "--save_steps", "20", "--eval_steps", "10", *NETWORK, *TRAINING, *memory,
+                *extra]  # fmt: skip
 
     quiet = {"log": lambda *_: None}
     gan_ensemble.train_ensemble(*gan_ensemble.parse(flags(tmp_path / "straight")), **quiet)
@@ -171,6 +239,7 @@ def test_resume_continues_bit_for_bit(tmp_path, monkeypatch):
     resumed = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)
     for key, value in straight["ensemble"].items():
         assert torch.equal(value, resumed["ensemble"][key]), key
+    assert any("atom_memory.mu" in key for key in straight["ensemble"]) == bool(memory)
     # JSON text, not ==: an empty histogram's reverse KL is NaN, and NaN != NaN.
     assert json.dumps(straight["history"]) == json.dumps(resumed["history"]) and len(straight["history"][0]) == 4
     for name in os.listdir(tmp_path / "straight" / "runs"):
@@ -207,6 +276,12 @@ def test_bad_input_is_named_before_training(tmp_path):
         gan_ensemble.train_ensemble(
             *gan_ensemble.parse([*flags, "--resume", "true", "--learning_rate", "0.5"]), log=lambda *_: None
         )
+    with pytest.raises(ValueError, match="other atom settings.*atom_memory_size differ"):
+        gan_ensemble.train_ensemble(
+            *gan_ensemble.parse([*flags, "--resume", "true", "--atom_memory_size", "8"]), log=lambda *_: None
+        )
+    with pytest.raises(ValueError, match="--cuda_graph cannot replay --atom_memory_size"):
+        gan_ensemble.parse([*base, "--atom_memory_size", "8", "--cuda_graph", "true", "--rng", "shared"])
 
 
 def test_study_statistics_on_hand_made_runs():
@@ -227,11 +302,18 @@ def test_study_statistics_on_hand_made_runs():
     runs = [run("gan", s, 20, 0.9) for s in range(3)] + [run("atom_w0.1", s, 25, 0.8) for s in range(3)]
     table = gan_study.summarize(runs)["grid"]
     assert table["gan"]["modes"]["mean"] == 20 and table["atom_w0.1"]["all_modes"] == 3
-    assert table["atom_w0.1"]["modes"]["vs_control"]["higher"] == 3
+    assert table["atom_w0.1"]["modes"]["vs_reference"]["higher"] == 3
     assert "| atom_w0.1 | 3 | 25.00 ± 0.00 | 80.0 ± 0.0 |" in gan_study.tables_markdown({"grid": table})
     # Without a bf16 control the p-cells say so instead of calling every row "control".
     alone = gan_study.tables_markdown(gan_study.summarize(runs[3:]))
     assert "| — | — | — |" in alone and "control" not in alone
+    # A cross-batch memory row is paired with the same method without memory, not with the control.
+    memory = [run("atom_w0.1_m4096", s, 22 + s, 0.8) for s in range(3)]
+    table = gan_study.summarize(runs + memory)["grid"]
+    assert list(table) == ["gan", "atom_w0.1", "atom_w0.1_m4096"]
+    assert table["atom_w0.1_m4096"]["reference"] == "atom_w0.1"
+    assert table["atom_w0.1_m4096"]["modes"]["vs_reference"]["lower"] == 3  # 22, 23, 24 against 25
+    assert "paired against atom_w0.1 (the same method" in gan_study.tables_markdown({"grid": table})
 
 
 def test_study_results_never_overwrite_another_ensembles_run(tmp_path):
