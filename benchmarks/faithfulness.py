@@ -19,7 +19,10 @@ Metrics (definitions and sources in docs/INTERPRETATION.md):
   top k %) (higher = better) and p(x) - p(top k % only) (lower = better), removed units replaced, not deleted;
 - images also: AUROC of the patch scores against the pets3 trimap foreground and the pointing game;
 - cost: backbone forwards and backwards per sample (counted with `PassCounter`) and milliseconds per sample.
-Prints tables and writes JSON (rewritten after each model, so a cut-off run keeps what it finished).
+Prints tables and writes JSON (rewritten after each model, so a cut-off run keeps what it finished) with every
+sample's values, so that methods are compared paired by sample: each method against q, and each method on the atom
+models against the same method on the baselines (Wilcoxon signed-rank over the samples of each sample's value
+averaged over the seeds' models, `paired_comparisons`).
 """
 
 from __future__ import annotations
@@ -126,14 +129,14 @@ def _attribute(method, model, inputs, **kwargs):
 
 
 def _summarise(per_sample: dict[str, list[dict]]) -> dict:
-    """Mean and standard deviation over samples of every metric and cost, per method."""
+    """Mean and standard deviation over samples of every metric and cost, per method, and the samples' values (in
+    sample order, for paired tests)."""
     summary = {}
     for name, rows in per_sample.items():
-        keys = rows[0].keys()
-        summary[name] = {
-            key: {"mean": float(np.nanmean([r[key] for r in rows])), "std": float(np.nanstd([r[key] for r in rows]))}
-            for key in keys
-        }
+        summary[name] = {}
+        for key in rows[0]:
+            values = [float(r[key]) for r in rows]
+            summary[name][key] = {"mean": float(np.nanmean(values)), "std": float(np.nanstd(values)), "values": values}
     return summary
 
 
@@ -384,6 +387,94 @@ def seed_summary(studies: list[dict]) -> dict:
     return summary
 
 
+# The metrics the paired tests cover (one per family; the others are in the tables) and which way is better.
+PAIRED_METRICS = {"deletion_auc": "lower", "insertion_auc": "higher", "comprehensiveness@20": "higher",
+                  "sufficiency@20": "lower"}  # fmt: skip
+
+
+def _per_sample_mean(models: list[dict], method: str, key: str) -> dict[int, float]:
+    """Each sample's value averaged over the models (seeds) of a group, keyed by sample index."""
+    rows = [model["methods"][method][key].get("values") for model in models]
+    if any(row is None for row in rows) or len({len(row) for row in rows}) != 1:
+        raise ValueError(
+            "Paired tests need every model's per-sample values over the same samples: rerun benchmarks/"
+            "faithfulness.py (JSON written before per-sample values were kept has only means)."
+        )
+    return {i: float(np.nanmean(values)) for i, values in enumerate(zip(*rows))}
+
+
+def paired_comparisons(studies: list[dict], reference: str = "q") -> dict:
+    """Paired by sample (Wilcoxon signed-rank and sign test over samples, `_stats.paired_test`):
+
+    - `vs_<reference>`, per atom_weight group: every method against `reference` on the same models;
+    - `atom_vs_baseline`: every method on the atom models (the largest atom_weight) against the same method on the
+      baselines (atom_weight 0): does atom training change that method's faithfulness?
+
+    Each sample's value is first averaged over the group's models (seeds), so a test has one pair per sample. A
+    test's `mean_difference` is method - reference (atom - baseline) and `better` the samples where it is better.
+    """
+    from _stats import paired_test
+
+    groups: dict[float, list[dict]] = {}
+    for study in studies:
+        if study["atom_weight"] is not None:  # a model without its results.json belongs to no group
+            groups.setdefault(float(study["atom_weight"]), []).append(study)
+
+    def test(first: dict[int, float], second: dict[int, float], better: str) -> dict:
+        out = paired_test(first, second)
+        out["mean_difference"] = float(np.nanmean([second[i] - first[i] for i in first]))
+        out["better"] = out["higher" if better == "higher" else "lower"]
+        return out
+
+    result: dict = {"reference": reference, "metrics": PAIRED_METRICS}
+    for weight, models in sorted(groups.items()):
+        methods = models[0]["methods"]
+        if reference not in methods:
+            continue
+        result[f"vs_{reference}"] = result.get(f"vs_{reference}", {})
+        result[f"vs_{reference}"][str(weight)] = {
+            name: {
+                key: test(_per_sample_mean(models, reference, key), _per_sample_mean(models, name, key), better)
+                for key, better in PAIRED_METRICS.items()
+            }
+            for name in methods
+            if name != reference
+        }
+    atom_weights = [w for w in groups if w > 0]
+    if 0.0 in groups and atom_weights:
+        atom, base = groups[max(atom_weights)], groups[0.0]
+        result["atom_vs_baseline"] = {
+            name: {
+                key: test(_per_sample_mean(base, name, key), _per_sample_mean(atom, name, key), better)
+                for key, better in PAIRED_METRICS.items()
+            }
+            for name in atom[0]["methods"]
+            if name in base[0]["methods"]
+        }
+    return result
+
+
+def print_paired(comparisons: dict) -> None:
+    """Markdown tables of `paired_comparisons`: mean difference, Wilcoxon p, and samples better / paired."""
+    metrics = list(comparisons["metrics"])
+    header = "| method | " + " | ".join(f"{key} ({comparisons['metrics'][key]} is better)" for key in metrics) + " |"
+
+    def table(title: str, rows: dict) -> None:
+        print(f"\n{title}\n\n{header}\n| --- |" + " --- |" * len(metrics))
+        for name, tests in rows.items():
+            cells = [
+                f"{t['mean_difference']:+.3f}, p {t['wilcoxon_p']:.2g} ({t['better']}/{t['n']} better)"
+                for t in (tests[key] for key in metrics)
+            ]
+            print(f"| {name} | " + " | ".join(cells) + " |")
+
+    reference = comparisons["reference"]
+    for weight, rows in comparisons.get(f"vs_{reference}", {}).items():
+        table(f"atom_weight {weight}: each method - {reference}, paired by sample (values averaged over seeds)", rows)
+    if "atom_vs_baseline" in comparisons:
+        table("each method: atom models - baseline models, paired by sample", comparisons["atom_vs_baseline"])
+
+
 def print_seed_summary(summary: dict) -> None:
     for weight, group in summary.items():
         methods = group["methods"]
@@ -441,6 +532,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         for kind in ("text", "image"):
             if written.get(kind):
                 print_seed_summary(seed_summary(written[kind]))
+                print_paired(paired_comparisons(written[kind]))
         return
     for name in args.methods:
         get_attribution_method(name)  # an unknown name stops here, before any model is loaded
@@ -474,15 +566,18 @@ def main(argv: Sequence[str] | None = None) -> None:
         report["text"].append(text_study(model_dir, texts, args.methods, args))
         print_table(report["text"][-1])
         report["text_over_seeds"] = seed_summary(report["text"])
+        report["text_paired"] = paired_comparisons(report["text"])
         write()
     for model_dir in args.image_model:
         report["image"].append(image_study(model_dir, args.pets_dir, args.methods, args))
         print_table(report["image"][-1])
         report["image_over_seeds"] = seed_summary(report["image"])
+        report["image_paired"] = paired_comparisons(report["image"])
         write()
     for kind in ("text", "image"):
         if report.get(f"{kind}_over_seeds"):
             print_seed_summary(report[f"{kind}_over_seeds"])
+            print_paired(report[f"{kind}_paired"])
     write()
     print(f"\nwritten {args.out}")
 

@@ -276,3 +276,39 @@ def test_ranking_puts_the_highest_score_first():
     scores = torch.tensor([float("nan"), 0.2, 0.9, -1.0, 0.2])
     mask = torch.tensor([False, True, True, True, True])
     assert faithfulness.ranking(scores, mask).tolist() == [2, 1, 4, 3]
+
+
+def test_paired_comparisons_pair_samples_averaged_over_seeds():
+    """Each method against q and atom against baseline, paired by sample: hand-made per-sample values."""
+
+    def study(weight, q_values, ig_values):
+        metrics = {key: None for key in faithfulness.PAIRED_METRICS}
+
+        def method(values):
+            return {key: {"mean": float(np.mean(values)), "values": list(values)} for key in metrics}
+
+        return {
+            "model": f"w{weight}",
+            "atom_weight": weight,
+            "methods": {"q": method(q_values), "ig": method(ig_values)},
+        }
+
+    samples = 6
+    # Two atom seeds: ig is 0.1 lower (better deletion) than q on every sample, after averaging the seeds.
+    atom = [study(0.1, [0.8] * samples, [0.7 - 0.01 * s for _ in range(samples)]) for s in (-1, 1)]
+    base = [study(0.0, [0.8] * samples, [0.75 + 0.01 * i for i in range(samples)])]
+    comparisons = faithfulness.paired_comparisons(atom + base)
+    deletion = comparisons["vs_q"]["0.1"]["ig"]["deletion_auc"]
+    assert deletion["n"] == samples and deletion["better"] == samples
+    assert deletion["mean_difference"] == pytest.approx(-0.1)
+    assert deletion["wilcoxon_p"] == pytest.approx(0.03125)  # 6 of 6 the same sign, two-sided exact
+    # atom ig (0.7 everywhere) against baseline ig (0.75 .. 0.80): lower on all 6 samples
+    atom_vs_base = comparisons["atom_vs_baseline"]["ig"]["deletion_auc"]
+    assert atom_vs_base["better"] == samples and atom_vs_base["mean_difference"] == pytest.approx(-0.075)
+    insertion = comparisons["atom_vs_baseline"]["ig"]["insertion_auc"]
+    assert insertion["better"] == 0  # higher is better there: the same values count as worse
+    # means alone (JSON of before) cannot be paired: the error says to rerun
+    for model in atom:
+        del model["methods"]["q"]["deletion_auc"]["values"]
+    with pytest.raises(ValueError, match="per-sample values"):
+        faithfulness.paired_comparisons(atom)

@@ -5,6 +5,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from hf_atom.attribution import ATTRIBUTION_METHODS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -112,6 +114,7 @@ def test_faithfulness_script_scores_every_method_with_its_cost(tmp_path):
     assert methods["occlusion"]["forwards"]["mean"] == ((3 + 6) + (3 + 5)) / 2  # tokens + 3 per text
     for values in methods.values():
         assert 0 <= values["deletion_auc"]["mean"] <= 1 and values["ms"]["mean"] > 0
+        assert values["deletion_auc"]["mean"] == pytest.approx(sum(values["deletion_auc"]["values"]) / 2)
         assert {"comprehensiveness@10", "sufficiency@50", "insertion_auc"} <= set(values)
     assert "| method | deletion AUC ↓ |" in result.stdout
 
