@@ -2,6 +2,8 @@
 
     python benchmarks/faithfulness.py --text_model outputs/faith/poem_atom_s0 outputs/faith/poem_base_s0 \\
         --text_file ../shared/data/poem_sentiment/test.tsv
+    python benchmarks/faithfulness.py --text_model outputs/cola_atom outputs/cola_base --text_stride 5 \
+        --text_file ../shared/data/cola/in_domain_dev.tsv   # every 5th sentence: all sources of the sorted file
     python benchmarks/faithfulness.py --image_model out/pets3-atom --pets_dir ../shared/data/pets3
     python benchmarks/faithfulness.py --summarize benchmarks/results/faithfulness_poem.json   # tables over seeds
 
@@ -520,12 +522,20 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="Seed of the random map.")
     parser.add_argument("--max_samples", type=int, default=None, help="Only the first N test images / texts.")
     parser.add_argument(
+        "--text_stride",
+        type=int,
+        default=1,
+        help="Every K-th text of --text_file (a file sorted by source, e.g. CoLA).",
+    )
+    parser.add_argument(
         "--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results", "faithfulness.json")
     )
     parser.add_argument("--panel_out", default=None, help="Also draw a panel PNG (rows: methods) of the first model.")
     parser.add_argument("--panel_samples", type=int, default=4, help="Inputs in the panel (the first N).")
     parser.add_argument("--summarize", default=None, help="Only print the over-seeds tables of a written JSON.")
     args = parser.parse_args(argv)
+    if args.text_stride < 1:
+        parser.error(f"--text_stride must be >= 1 (1 = every text), got {args.text_stride}.")
     if args.summarize:
         with open(args.summarize) as handle:
             written = json.load(handle)
@@ -547,7 +557,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             json.dump(report, handle, indent=2)
         os.replace(args.out + ".tmp", args.out)
 
-    all_texts = read_texts(args.text_file, None) if args.text_model else []
+    all_texts = read_texts(args.text_file, None)[:: args.text_stride] if args.text_model else []
     texts = all_texts[: args.max_samples]
     if args.panel_out:
         from hf_atom.explain import ALL_METHODS
