@@ -253,8 +253,10 @@ def memory_atom_loss(
     """
     if _under_vmap(local.mu):
         raise ValueError(
-            "atom_memory_size > 0 does not run under torch.func.vmap (the queue is state shared by the groups). Use "
-            "atom_memory_size=0 for ensembles, or one AtomRegularizer per group."
+            "atom_memory_size > 0 does not run under torch.func.vmap (the queue is state shared by the groups). For "
+            "an ensemble, keep one queue per group in AtomMemory(size, groups=S), pass each group's summaries as "
+            "memory_summaries= to a regularizer built with memory_size=0, and push after the vmap (as "
+            "recipes/gan_ensemble.py does)."
         )
     gather = gather_across_processes and is_distributed()
     if is_distributed() and not gather:

@@ -321,3 +321,47 @@ def test_gan_loop_keeps_the_queue_in_its_checkpoints(tmp_path):
     assert (
         queue["atom_objective.memory.valid"].all() and int(queue["atom_objective.memory.counts"][0]) == 40 * 8
     )  # 320 samples through 64 slots
+
+
+def test_grouped_queues_under_vmap_equal_one_memory_per_group():
+    """`AtomMemory(groups=S)` + `held_memory_atom_loss` under vmap, pushed after it == S separate memories with
+    `memory_atom_loss`: objectives, gradients and queues over steps that fill and wrap the queues."""
+    from hf_atom.loss import AtomSummaries
+    from hf_atom.memory import held_memory_atom_loss
+
+    loss_fn, groups, size = AtomLoss(), 3, 5
+    stacked = AtomMemory(size, warmup_steps=1, groups=groups)
+    separate = [AtomMemory(size, warmup_steps=1) for _ in range(groups)]
+    for step in range(4):
+        inputs = [batch(3, seed=100 * step + g, invalid=step % 3 if g == 1 else None) for g in range(groups)]
+        q = torch.stack([i[0].detach() for i in inputs]).requires_grad_()
+        p = torch.stack([i[1].detach() for i in inputs]).requires_grad_()
+        mask = torch.stack([i[2] for i in inputs])
+        active = stacked.mu is not None and stacked.is_active()
+        stored = stacked.summaries(q.device).as_tuple() if active else ()
+
+        def one(q_g, p_g, mask_g, *memory_g):
+            held = AtomSummaries(*memory_g) if memory_g else None
+            summaries = loss_fn.summaries(q_g, p_g, mask_g)
+            loss, _, pairs = held_memory_atom_loss(loss_fn, summaries, held)
+            return loss, pairs, summaries.as_tuple()
+
+        losses, pairs, summaries = torch.func.vmap(one)(q, p, mask, *stored)
+        stacked.push(AtomSummaries(*summaries))
+        losses.sum().backward()
+        for g, (q_g, p_g, mask_g) in enumerate(inputs):
+            q_ref, p_ref = q_g.detach().clone().requires_grad_(), p_g.detach().clone().requires_grad_()
+            expected, _, expected_pairs = memory_atom_loss(
+                loss_fn, loss_fn.summaries(q_ref, p_ref, mask_g), separate[g]
+            )
+            expected.backward()
+            assert torch.allclose(losses[g], expected, rtol=1e-12) and int(pairs[g]) == int(expected_pairs)
+            assert torch.allclose(q.grad[g], q_ref.grad) and torch.allclose(p.grad[g], p_ref.grad)
+    for g in range(groups):
+        for name in ("mu", "r", "s_plus", "s_minus", "n_tokens", "valid"):
+            assert torch.equal(getattr(stacked, name)[g], getattr(separate[g], name)), name
+    assert stacked.counts.tolist() == [12, 4] and int(pairs[0]) == 3 * 5  # 12 pushed into 5 slots: full
+    with pytest.raises(ValueError, match=r"\(3, batch, D\), one batch per queue"):
+        stacked.push(loss_fn.summaries(*batch(2)))
+    with pytest.raises(ValueError, match="held_memory_atom_loss"):
+        memory_atom_loss(loss_fn, loss_fn.summaries(*batch(2)), stacked)
