@@ -36,7 +36,6 @@ def float64():
 )
 def test_every_member_equals_its_single_run(methods, singles, tmp_path, float64):
     import gan_ensemble
-    import gan_mixture
 
     steps = ["--max_steps", "150", "--eval_steps", "75"]
     args, atom_args = gan_ensemble.parse(
@@ -59,42 +58,46 @@ def test_every_member_equals_its_single_run(methods, singles, tmp_path, float64)
     ensemble.load_state_dict(torch.load(tmp_path / "ens" / "checkpoint.pt", weights_only=True)["ensemble"])
     assert len(args.members) == 2 * len(singles) * 2
     for index, member in enumerate(args.members):
-        extra = dict(singles)[member.method]
-        out = tmp_path / member.name
-        single = gan_mixture.main(
-            [
-                "--dataset",
-                member.dataset,
-                "--method",
-                member.method,
-                "--seed",
-                str(member.seed),
-                "--output_dir",
-                str(out),
-                "--disable_tqdm",
-                "true",
-                "--plot",
-                "false",
-                *NETWORK,
-                *TRAINING,
-                *steps,
-                *extra,
-            ]  # fmt: skip
-        )
-        weights = load_file(str(out / "generator" / "model.safetensors"))
-        mine = ensemble.member_state(index)
-        for key, value in weights.items():
-            if "num_batches_tracked" not in key:
-                torch.testing.assert_close(mine[key], value, rtol=1e-6, atol=1e-8, msg=f"{member.name} {key}")
-        saved = json.loads((tmp_path / "ens" / "runs" / f"{member.name}.json").read_text())
-        for row, reference in zip(saved["history"], single["history"]):
-            assert (row["step"], row["modes"], row["mode_counts"]) == (
-                reference["step"],
-                reference["modes"],
-                reference["mode_counts"],
-            )
-        # Members did train: the generator moved away from its initialisation.
+        saved = member_equals_its_single_run(ensemble, index, tmp_path, [*steps, *dict(singles)[member.method]])
         assert saved["final"]["step"] == 150
+
+
+def member_equals_its_single_run(ensemble, index: int, tmp_path, flags: list[str]) -> dict:
+    """Runs member `index` alone with `gan_mixture.py` (into tmp_path/<member>) and checks the ensemble's generator
+    weights and evaluation histories against it; returns the member's saved JSON."""
+    import gan_mixture
+
+    member = ensemble.members[index]
+    out = tmp_path / member.name
+    single = gan_mixture.main(
+        [
+            "--dataset",
+            member.dataset,
+            "--method",
+            member.method,
+            "--seed",
+            str(member.seed),
+            "--output_dir",
+            str(out),
+            "--disable_tqdm",
+            "true",
+            "--plot",
+            "false",
+            *NETWORK,
+            *TRAINING,
+            *flags,
+        ]  # fmt: skip
+    )
+    weights = load_file(str(out / "generator" / "model.safetensors"))
+    mine = ensemble.member_state(index)
+    for key, value in weights.items():
+        if "num_batches_tracked" not in key:
+            torch.testing.assert_close(mine[key], value, rtol=1e-6, atol=1e-8, msg=f"{member.name} {key}")
+    saved = json.loads((tmp_path / "ens" / "runs" / f"{member.name}.json").read_text())
+    assert [(r["step"], r["modes"], r["mode_counts"]) for r in saved["history"]] == [
+        (r["step"], r["modes"], r["mode_counts"]) for r in single["history"]
+    ]
+    return saved
 
 
 MEMORY = ["--atom_memory_size", "48", "--atom_memory_warmup_steps", "3"]
@@ -104,7 +107,6 @@ def test_every_member_with_a_memory_equals_its_single_run(tmp_path, float64):
     """Per-member cross-batch memories (stacked queues read inside the vmap, pushed after it) == one
     `gan_mixture.py` run with the same memory: generator weights, queues (FIFO order, validity, counts), histories."""
     import gan_ensemble
-    import gan_mixture
 
     steps = ["--max_steps", "60", "--eval_steps", "30"]
     ensemble_flags = ["--datasets", "grid", "--methods", "gan,atom:0.5", "--seeds", "1,2",
@@ -118,46 +120,14 @@ def test_every_member_with_a_memory_equals_its_single_run(tmp_path, float64):
     ensemble.load_state_dict(state["ensemble"])
     assert ensemble.atom_memory.mu.shape == (2, 48, 32 // 4)  # D = the token width (hidden 32 / 4 tokens)
     for queue_index, index in enumerate(ensemble.atom_index):
-        member = args.members[index]
-        out = tmp_path / member.name
-        single = gan_mixture.main(
-            [
-                "--dataset",
-                "grid",
-                "--method",
-                "atom",
-                "--seed",
-                str(member.seed),
-                "--output_dir",
-                str(out),
-                "--disable_tqdm",
-                "true",
-                "--plot",
-                "false",
-                "--atom_weight",
-                "0.5",
-                *NETWORK,
-                *TRAINING,
-                *steps,
-                *MEMORY,
-            ]  # fmt: skip
-        )
-        weights = load_file(str(out / "generator" / "model.safetensors"))
-        mine = ensemble.member_state(index)
-        for key, value in weights.items():
-            if "num_batches_tracked" not in key:
-                torch.testing.assert_close(mine[key], value, rtol=1e-6, atol=1e-8, msg=f"{member.name} {key}")
-        head = load_file(str(out / "atom_regularizer.safetensors"))
+        saved = member_equals_its_single_run(ensemble, index, tmp_path, [*steps, "--atom_weight", "0.5", *MEMORY])
+        head = load_file(str(tmp_path / args.members[index].name / "atom_regularizer.safetensors"))
         for field in ("mu", "r", "s_plus", "s_minus", "n_tokens"):
             torch.testing.assert_close(
                 getattr(ensemble.atom_memory, field)[queue_index], head[f"atom_objective.memory.{field}"]
             )
         assert torch.equal(ensemble.atom_memory.valid[queue_index], head["atom_objective.memory.valid"])
         assert ensemble.atom_memory.counts.tolist() == head["atom_objective.memory.counts"].tolist() == [60 * 20, 60]
-        saved = json.loads((tmp_path / "ens" / "runs" / f"{member.name}.json").read_text())
-        assert [(r["step"], r["mode_counts"]) for r in saved["history"]] == [
-            (r["step"], r["mode_counts"]) for r in single["history"]
-        ]
         # memory pairs after the warm-up: 20 samples x min(20 * pushes, 48) stored ones, averaged over 60 steps
         pairs = sum(20 * min(20 * step, 48) for step in range(3, 60)) / 60
         assert saved["atom_stats_mean"]["atom_memory_pairs"] == pytest.approx(pairs)
