@@ -258,6 +258,11 @@ def memory_atom_loss(
             "memory_summaries= to a regularizer built with memory_size=0, and push after the vmap (as "
             "recipes/gan_ensemble.py does)."
         )
+    if memory.groups is not None:
+        raise ValueError(
+            f"This AtomMemory stacks {memory.groups} queues (groups): pair each group with its own queue under "
+            "torch.func.vmap through `held_memory_atom_loss`, then push the stacked summaries."
+        )
     gather = gather_across_processes and is_distributed()
     if is_distributed() and not gather:
         raise ValueError(_NEEDS_GATHER)
@@ -269,11 +274,6 @@ def memory_atom_loss(
     else:
         world_size, batch = 1, local
         same_sample = torch.eye(local.mu.shape[0], dtype=torch.bool, device=local.mu.device)
-    if memory.groups is not None:
-        raise ValueError(
-            f"This AtomMemory stacks {memory.groups} queues (groups): pair each group with its own queue under "
-            "torch.func.vmap through `held_memory_atom_loss`, then push the stacked summaries."
-        )
     active = memory.mu is not None and memory.is_active(step)
     stored = memory.summaries(local.mu.device) if active else None
     local_sum, parts, memory_pairs = _batch_and_memory_sums(loss_fn, local, batch, same_sample, stored)

@@ -288,10 +288,10 @@ class MixtureGanEnsemble(nn.Module):
             for param in self.atom_template.parameters():
                 param.requires_grad_(False)
         # One cross-batch memory per atom member (D9), in state_dict, so checkpoint.pt carries the queues.
-        memory = atom_args.atom_config
+        config = atom_args.atom_config
         self.atom_memory = (
-            AtomMemory(memory.memory_size, memory.memory_warmup_steps, groups=len(heads))
-            if heads and memory.memory_size
+            AtomMemory(config.memory_size, config.memory_warmup_steps, groups=len(heads))
+            if heads and config.memory_size
             else None
         )
 
