@@ -312,3 +312,11 @@ def test_paired_comparisons_pair_samples_averaged_over_seeds():
         del model["methods"]["q"]["deletion_auc"]["values"]
     with pytest.raises(ValueError, match="per-sample values"):
         faithfulness.paired_comparisons(atom)
+
+
+def test_text_stride_takes_every_kth_text_and_refuses_zero(tmp_path, capsys):
+    (tmp_path / "dev.tsv").write_text("".join(f"src\t1\t\tsentence {i}\n" for i in range(7)))
+    assert faithfulness.read_texts(str(tmp_path / "dev.tsv"), None)[::3] == ["sentence 0", "sentence 3", "sentence 6"]
+    with pytest.raises(SystemExit):
+        faithfulness.main(["--text_stride", "0", "--text_model", "unused"])
+    assert "--text_stride must be >= 1" in capsys.readouterr().err
