@@ -366,16 +366,21 @@ def print_table(study: dict) -> None:
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 
+def _by_atom_weight(studies: list[dict]) -> dict[float | None, list[dict]]:
+    """The studies grouped by their model's atom_weight (one model per seed in each group), in order of appearance."""
+    groups: dict[float | None, list[dict]] = {}
+    for study in studies:
+        groups.setdefault(study["atom_weight"], []).append(study)
+    return groups
+
+
 def seed_summary(studies: list[dict]) -> dict:
     """Per atom_weight (the atom models and the baselines), per method and metric: mean and sample std over the
     models (one per seed) of each model's mean over samples."""
     from _stats import mean_std
 
-    groups: dict[str, list[dict]] = {}
-    for study in studies:
-        groups.setdefault(str(study["atom_weight"]), []).append(study)
     summary = {}
-    for weight, members in groups.items():
+    for weight, members in ((str(w), group) for w, group in _by_atom_weight(studies).items()):
         methods = members[0]["methods"]
         summary[weight] = {
             "models": [m["model"] for m in members],
@@ -417,10 +422,8 @@ def paired_comparisons(studies: list[dict], reference: str = "q") -> dict:
     """
     from _stats import paired_test
 
-    groups: dict[float, list[dict]] = {}
-    for study in studies:
-        if study["atom_weight"] is not None:  # a model without its results.json belongs to no group
-            groups.setdefault(float(study["atom_weight"]), []).append(study)
+    # a model without its results.json (atom_weight None) belongs to no group
+    groups = {float(w): group for w, group in _by_atom_weight(studies).items() if w is not None}
 
     def test(first: dict[int, float], second: dict[int, float], better: str) -> dict:
         out = paired_test(first, second)
@@ -433,8 +436,7 @@ def paired_comparisons(studies: list[dict], reference: str = "q") -> dict:
         methods = models[0]["methods"]
         if reference not in methods:
             continue
-        result[f"vs_{reference}"] = result.get(f"vs_{reference}", {})
-        result[f"vs_{reference}"][str(weight)] = {
+        result.setdefault(f"vs_{reference}", {})[str(weight)] = {
             name: {
                 key: test(_per_sample_mean(models, reference, key), _per_sample_mean(models, name, key), better)
                 for key, better in PAIRED_METRICS.items()
